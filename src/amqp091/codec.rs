@@ -1,0 +1,362 @@
+//! AMQP 0-9-1 deliveries to envelopes and back.
+//!
+//! Field-table types follow RabbitMQ's reading of the tags (`s` is a signed 16-bit integer,
+//! `l` a signed 64-bit one, `x` a byte array). Unsigned integers are written one signed size
+//! up, because common clients (pika among them) do not read RabbitMQ's unsigned tags; the
+//! value is exact either way. Timestamps are seconds on the wire and milliseconds in the
+//! envelope. A short string can hold 255 bytes: a longer value is carried in an `amqp.*`
+//! header instead of being truncated.
+
+use bytes::Bytes;
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortString};
+
+use crate::config::Persistence;
+use crate::connector::DeliveryError;
+use crate::pipeline::{Envelope, MessageId, Origin, Properties, Value};
+
+/// What a 0-9-1 delivery tells besides its properties.
+pub struct DeliveryFacts<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub queue: &'a str,
+    pub redelivered: bool,
+}
+
+/// Decodes one delivery. Never fails: every 0-9-1 value has a place in the envelope.
+pub fn decode(body: Vec<u8>, props: &BasicProperties, facts: DeliveryFacts<'_>) -> Envelope {
+    let text = |s: &Option<ShortString>| s.as_ref().map(|s| s.as_str().to_owned());
+    let properties = Properties {
+        message_id: text(props.message_id()).map(MessageId::String),
+        correlation_id: text(props.correlation_id()).map(MessageId::String),
+        content_type: text(props.content_type()),
+        content_encoding: text(props.content_encoding()),
+        reply_to: text(props.reply_to()),
+        priority: *props.priority(),
+        durable: props.delivery_mode().map(|mode| mode == 2),
+        ttl_ms: props.expiration().as_ref().and_then(|e| e.as_str().parse().ok()),
+        creation_time_ms: props.timestamp().and_then(seconds_to_ms),
+        message_type: text(props.kind()),
+        user_id: props.user_id().as_ref().map(|u| Bytes::copy_from_slice(u.as_str().as_bytes())),
+        app_id: text(props.app_id()),
+        cluster_id: text(props.cluster_id()),
+        ..Properties::default()
+    };
+    let mut headers = Vec::new();
+    if let Some(table) = props.headers() {
+        headers.extend(table.inner().iter().map(|(k, v)| (k.as_str().to_owned(), from_amqp(v))));
+    }
+    // An expiration RabbitMQ would refuse cannot come from it; keep any such text as a header.
+    if let (Some(raw), None) = (props.expiration(), properties.ttl_ms) {
+        headers.push(("amqp.expiration".to_owned(), Value::String(raw.as_str().to_owned())));
+    }
+    Envelope {
+        body: Bytes::from(body),
+        body_is_null: false,
+        properties,
+        headers,
+        origin: Origin {
+            exchange: Some(facts.exchange.to_owned()),
+            routing_key: Some(facts.routing_key.to_owned()),
+            queue: Some(facts.queue.to_owned()),
+            redelivered: facts.redelivered,
+            ..Origin::default()
+        },
+    }
+}
+
+/// Encodes the properties and headers of a message about to be published.
+///
+/// `user` is the connection's user name: RabbitMQ refuses a `user_id` that differs from it,
+/// so any other user id travels in the `amqp.user-id` header.
+pub fn encode(envelope: &Envelope, persistence: Persistence, user: &str) -> Result<BasicProperties, DeliveryError> {
+    let p = &envelope.properties;
+    let mut headers = FieldTable::default();
+    let mut props = BasicProperties::default();
+    let mut overflow: Vec<(&str, AMQPValue)> = Vec::new();
+
+    let mut short = |name: &'static str, value: &str| match ShortString::try_new(value) {
+        Ok(s) => Some(s),
+        Err(_) => {
+            overflow.push((name, AMQPValue::LongString(LongString::from(value))));
+            None
+        }
+    };
+    if let Some(v) = p.content_type.as_deref().and_then(|v| short("amqp.content-type", v)) {
+        props = props.with_content_type(v);
+    }
+    if let Some(v) = p.content_encoding.as_deref().and_then(|v| short("amqp.content-encoding", v)) {
+        props = props.with_content_encoding(v);
+    }
+    if let Some(v) = p.reply_to.as_deref().and_then(|v| short("amqp.reply-to", v)) {
+        props = props.with_reply_to(v);
+    }
+    if let Some(v) = p.message_type.as_deref().and_then(|v| short("amqp.type", v)) {
+        props = props.with_type(v);
+    }
+    if let Some(v) = p.app_id.as_deref().and_then(|v| short("amqp.app-id", v)) {
+        props = props.with_app_id(v);
+    }
+    if let Some(v) = p.cluster_id.as_deref().and_then(|v| short("amqp.cluster-id", v)) {
+        props = props.with_cluster_id(v);
+    }
+    match encode_id(p.message_id.as_ref()) {
+        Some(IdOut::Short(id)) => props = props.with_message_id(id),
+        Some(IdOut::Header(v)) => overflow.push(("amqp.message-id", v)),
+        None => {}
+    }
+    match encode_id(p.correlation_id.as_ref()) {
+        Some(IdOut::Short(id)) => props = props.with_correlation_id(id),
+        Some(IdOut::Header(v)) => overflow.push(("amqp.correlation-id", v)),
+        None => {}
+    }
+    if let Some(user_id) = &p.user_id {
+        match std::str::from_utf8(user_id) {
+            Ok(u) if u == user => props = props.with_user_id(ShortString::from(user.to_owned())),
+            _ => overflow.push(("amqp.user-id", bytes_value(user_id))),
+        }
+    }
+    let durable = match persistence {
+        Persistence::Always => Some(true),
+        Persistence::Never => Some(false),
+        Persistence::Source => p.durable,
+    };
+    if let Some(durable) = durable {
+        props = props.with_delivery_mode(if durable { 2 } else { 1 });
+    }
+    if let Some(priority) = p.priority {
+        props = props.with_priority(priority);
+    }
+    if let Some(ttl) = ttl(p) {
+        props = props.with_expiration(ShortString::from(ttl.to_string()));
+    }
+    if let Some(ms) = p.creation_time_ms {
+        props = props.with_timestamp(u64::try_from(ms.div_euclid(1000)).unwrap_or(0));
+    }
+    for (name, value) in [("amqp.subject", &p.subject), ("amqp.to", &p.to), ("amqp.group-id", &p.group_id)] {
+        if let Some(value) = value {
+            overflow.push((name, AMQPValue::LongString(LongString::from(value.as_str()))));
+        }
+    }
+    if let Some(seq) = p.group_sequence {
+        overflow.push(("amqp.group-sequence", AMQPValue::LongLongInt(i64::from(seq))));
+    }
+
+    for (name, value) in &envelope.headers {
+        headers.insert(header_name(name)?, to_amqp(value)?);
+    }
+    for (name, value) in overflow {
+        headers.insert(ShortString::from(name), value);
+    }
+    add_kafka_facts(&mut headers, envelope);
+    Ok(props.with_headers(headers))
+}
+
+/// A Kafka record's coordinates, so a 0-9-1 consumer can see where it came from.
+fn add_kafka_facts(headers: &mut FieldTable, envelope: &Envelope) {
+    let origin = &envelope.origin;
+    let Some(topic) = &origin.topic else { return };
+    headers.insert("kafka-topic".into(), AMQPValue::LongString(LongString::from(topic.as_str())));
+    if let Some(partition) = origin.partition {
+        headers.insert("kafka-partition".into(), AMQPValue::LongInt(partition));
+    }
+    if let Some(offset) = origin.offset {
+        headers.insert("kafka-offset".into(), AMQPValue::LongLongInt(offset));
+    }
+    if let Some(key) = &origin.key {
+        headers.insert("kafka-key".into(), bytes_value(key));
+    }
+    if envelope.body_is_null {
+        headers.insert("kafka-tombstone".into(), AMQPValue::Boolean(true));
+    }
+}
+
+enum IdOut {
+    Short(ShortString),
+    Header(AMQPValue),
+}
+
+fn encode_id(id: Option<&MessageId>) -> Option<IdOut> {
+    let text = match id? {
+        MessageId::Binary(b) => return Some(IdOut::Header(AMQPValue::ByteArray(ByteArray::from(b.to_vec())))),
+        other => other.to_text(),
+    };
+    Some(match ShortString::try_new(text.clone()) {
+        Ok(s) => IdOut::Short(s),
+        Err(_) => IdOut::Header(AMQPValue::LongString(LongString::from(text))),
+    })
+}
+
+fn ttl(p: &Properties) -> Option<u64> {
+    if let Some(ttl) = p.ttl_ms {
+        return Some(ttl);
+    }
+    let expiry = p.absolute_expiry_ms.filter(|ms| *ms > 0)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    let now = i64::try_from(now.as_millis()).ok()?;
+    Some(u64::try_from(expiry - now).unwrap_or(0))
+}
+
+fn header_name(name: &str) -> Result<ShortString, DeliveryError> {
+    ShortString::try_new(name).map_err(|_| {
+        DeliveryError::Encode(format!("header name of {} bytes; AMQP 0-9-1 allows 255", name.len()))
+    })
+}
+
+fn bytes_value(bytes: &[u8]) -> AMQPValue {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => AMQPValue::LongString(LongString::from(s)),
+        Err(_) => AMQPValue::ByteArray(ByteArray::from(bytes.to_vec())),
+    }
+}
+
+fn seconds_to_ms(seconds: u64) -> Option<i64> {
+    i64::try_from(seconds).ok()?.checked_mul(1000)
+}
+
+/// Reads one field-table value; unknown tags never reach here (the client refuses them).
+pub fn from_amqp(value: &AMQPValue) -> Value {
+    match value {
+        AMQPValue::Boolean(b) => Value::Bool(*b),
+        AMQPValue::ShortShortInt(n) => Value::I8(*n),
+        AMQPValue::ShortShortUInt(n) => Value::U8(*n),
+        AMQPValue::ShortInt(n) => Value::I16(*n),
+        AMQPValue::ShortUInt(n) => Value::U16(*n),
+        AMQPValue::LongInt(n) => Value::I32(*n),
+        AMQPValue::LongUInt(n) => Value::U32(*n),
+        AMQPValue::LongLongInt(n) => Value::I64(*n),
+        AMQPValue::Float(n) => Value::F32(*n),
+        AMQPValue::Double(n) => Value::F64(*n),
+        // The errata defines the decimal value as signed; the client reads it unsigned.
+        AMQPValue::DecimalValue(d) => Value::Decimal { scale: d.scale, value: d.value as i32 },
+        AMQPValue::ShortString(s) => Value::String(s.as_str().to_owned()),
+        AMQPValue::LongString(s) => match std::str::from_utf8(s.as_bytes()) {
+            Ok(text) => Value::String(text.to_owned()),
+            Err(_) => Value::Bytes(Bytes::copy_from_slice(s.as_bytes())),
+        },
+        AMQPValue::FieldArray(items) => Value::List(items.as_slice().iter().map(from_amqp).collect()),
+        AMQPValue::Timestamp(s) => Value::Timestamp(seconds_to_ms(*s).unwrap_or(i64::MAX)),
+        AMQPValue::FieldTable(t) => {
+            Value::Map(t.inner().iter().map(|(k, v)| (k.as_str().to_owned(), from_amqp(v))).collect())
+        }
+        AMQPValue::ByteArray(b) => Value::Bytes(Bytes::copy_from_slice(b.as_slice())),
+        AMQPValue::Void => Value::Null,
+    }
+}
+
+/// Writes one value as a field-table value.
+pub fn to_amqp(value: &Value) -> Result<AMQPValue, DeliveryError> {
+    Ok(match value {
+        Value::Null => AMQPValue::Void,
+        Value::Bool(b) => AMQPValue::Boolean(*b),
+        Value::I8(n) => AMQPValue::ShortShortInt(*n),
+        Value::U8(n) => AMQPValue::ShortInt(i16::from(*n)),
+        Value::I16(n) => AMQPValue::ShortInt(*n),
+        Value::U16(n) => AMQPValue::LongInt(i32::from(*n)),
+        Value::I32(n) => AMQPValue::LongInt(*n),
+        Value::U32(n) => AMQPValue::LongLongInt(i64::from(*n)),
+        Value::I64(n) => AMQPValue::LongLongInt(*n),
+        // 0-9-1 has no unsigned 64-bit type: a value above i64::MAX goes as its decimal text.
+        Value::U64(n) => match i64::try_from(*n) {
+            Ok(n) => AMQPValue::LongLongInt(n),
+            Err(_) => AMQPValue::LongString(LongString::from(n.to_string())),
+        },
+        Value::F32(n) => AMQPValue::Float(*n),
+        Value::F64(n) => AMQPValue::Double(*n),
+        Value::Decimal { scale, value } => {
+            AMQPValue::DecimalValue(DecimalValue { scale: *scale, value: *value as u32 })
+        }
+        Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+        Value::Bytes(b) => AMQPValue::ByteArray(ByteArray::from(b.to_vec())),
+        Value::Timestamp(ms) => AMQPValue::Timestamp(u64::try_from(ms.div_euclid(1000)).unwrap_or(0)),
+        Value::Uuid(u) => AMQPValue::LongString(LongString::from(u.to_string())),
+        Value::List(items) => {
+            AMQPValue::FieldArray(FieldArray::from(items.iter().map(to_amqp).collect::<Result<Vec<_>, _>>()?))
+        }
+        Value::Map(entries) => {
+            let mut table = FieldTable::default();
+            for (k, v) in entries {
+                table.insert(header_name(k)?, to_amqp(v)?);
+            }
+            AMQPValue::FieldTable(table)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> DeliveryFacts<'static> {
+        DeliveryFacts { exchange: "ex", routing_key: "rk", queue: "q", redelivered: true }
+    }
+
+    #[test]
+    fn timestamps_are_seconds_on_the_wire_and_ms_inside() {
+        let props = BasicProperties::default().with_timestamp(1_700_000_000);
+        let env = decode(Vec::new(), &props, facts());
+        assert_eq!(env.properties.creation_time_ms, Some(1_700_000_000_000));
+        let out = encode(&env, Persistence::Source, "guest").expect("encodes");
+        assert_eq!(*out.timestamp(), Some(1_700_000_000));
+    }
+
+    #[test]
+    fn every_basic_property_survives_pass_through() {
+        let mut table = FieldTable::default();
+        table.insert("h".into(), AMQPValue::LongInt(1));
+        let props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_content_encoding("gzip".into())
+            .with_headers(table)
+            .with_delivery_mode(2)
+            .with_priority(7)
+            .with_correlation_id("c-1".into())
+            .with_reply_to("replies".into())
+            .with_expiration("60000".into())
+            .with_message_id("m-1".into())
+            .with_timestamp(1_700_000_000)
+            .with_type("order.created".into())
+            .with_user_id("guest".into())
+            .with_app_id("shop".into())
+            .with_cluster_id("c".into());
+        let env = decode(b"{}".to_vec(), &props, facts());
+        let out = encode(&env, Persistence::Source, "guest").expect("encodes");
+        assert_eq!(out, props);
+        assert_eq!(&env.body[..], b"{}");
+        assert_eq!(env.properties.ttl_ms, Some(60_000));
+    }
+
+    #[test]
+    fn a_foreign_user_id_moves_to_a_header_instead_of_closing_the_channel() {
+        let mut env = Envelope::default();
+        env.properties.user_id = Some(Bytes::from_static(b"svc"));
+        let out = encode(&env, Persistence::Source, "guest").expect("encodes");
+        assert_eq!(*out.user_id(), None);
+        let headers = out.headers().clone().unwrap_or_default();
+        assert_eq!(headers.inner().get("amqp.user-id"), Some(&AMQPValue::LongString("svc".into())));
+    }
+
+    #[test]
+    fn unsigned_integers_widen_to_the_next_signed_type() {
+        assert_eq!(to_amqp(&Value::U32(4_000_000_000)).ok(), Some(AMQPValue::LongLongInt(4_000_000_000)));
+        assert_eq!(to_amqp(&Value::I16(7)).ok(), Some(AMQPValue::ShortInt(7)));
+        assert_eq!(to_amqp(&Value::F32(1.5)).ok(), Some(AMQPValue::Float(1.5)));
+        assert_eq!(to_amqp(&Value::U64(u64::MAX)).ok(), Some(AMQPValue::LongString(u64::MAX.to_string().into())));
+    }
+
+    #[test]
+    fn non_utf8_long_strings_become_bytes() {
+        let raw = vec![0x00, 0x53, 0x74, 0xC1, 0x07];
+        assert_eq!(from_amqp(&AMQPValue::LongString(raw.clone().into())), Value::Bytes(Bytes::from(raw)));
+    }
+
+    #[test]
+    fn long_ids_move_to_headers_instead_of_being_truncated() {
+        let mut env = Envelope::default();
+        env.properties.message_id = Some(MessageId::String("m".repeat(300)));
+        let out = encode(&env, Persistence::Source, "guest").expect("encodes");
+        assert_eq!(*out.message_id(), None);
+        let headers = out.headers().clone().unwrap_or_default();
+        assert!(headers.inner().contains_key("amqp.message-id"));
+    }
+}

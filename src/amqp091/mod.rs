@@ -1,0 +1,48 @@
+//! AMQP 0-9-1 (RabbitMQ, LavinMQ), through lapin.
+//!
+//! A publisher sends to an exchange with a routing key; bindings copy the message into
+//! queues; a consumer takes from a queue. With publisher confirms the broker acknowledges
+//! each publish once every queue it routed to has taken it; with `mandatory` set an
+//! unroutable message is first returned, then acknowledged, so the return, not the ack, is
+//! the verdict. Deliveries are acknowledged per channel by delivery tag: a tag means nothing
+//! on any other channel, and everything unacknowledged goes back to the queue when the
+//! channel closes. portico acknowledges a delivery only after the sink confirmed it.
+
+pub mod codec;
+pub mod sink;
+pub mod source;
+pub mod topology;
+
+use lapin::{Connection, ConnectionProperties};
+
+use crate::config::{SecretUrl, secret::redact};
+
+/// Opens a connection named after its role, so the broker's management UI tells them apart.
+async fn connect(url: &SecretUrl, role: &str) -> Result<Connection, String> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name(format!("portico {role}").into());
+    Connection::connect(url.expose(), properties)
+        .await
+        .map_err(|e| redact(&e.to_string()))
+}
+
+/// The user name in an AMQP URL (`guest` when none is given, as the client assumes).
+fn user_of(url: &SecretUrl) -> String {
+    url::Url::parse(url.expose())
+        .ok()
+        .map(|u| u.username().to_owned())
+        .filter(|u| !u.is_empty())
+        .map(|u| url::form_urlencoded::parse(u.as_bytes()).map(|(k, _)| k.into_owned()).collect())
+        .unwrap_or_else(|| "guest".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_name_comes_from_the_url() {
+        assert_eq!(user_of(&SecretUrl::new("amqp://svc:pw@h:5672/%2f")), "svc");
+        assert_eq!(user_of(&SecretUrl::new("amqp://h:5672")), "guest");
+    }
+}

@@ -1,0 +1,207 @@
+//! Assembling the gateway from a validated configuration and running it until a signal.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::amqp091::{self, sink::Amqp091Sink, source::Amqp091Source};
+use crate::backoff::Backoff;
+use crate::bridge::Bridge;
+use crate::config::{Model, SinkModel, SourceModel};
+use crate::connector::{Sink, Source};
+use crate::deadletter::DeadLetter;
+use crate::kafka::{self, sink::KafkaSink, source::KafkaSource};
+use crate::telemetry::{Health, Metrics, http};
+
+/// Runs every bridge of `model` until SIGINT or SIGTERM. Fails when nothing can run at all.
+pub async fn run(model: Model) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new()?);
+    let health = Arc::new(Health::default());
+    let shutdown = CancellationToken::new();
+    let listener = http::bind(&model.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} for /metrics: {e}; set telemetry.listen", model.listen))?;
+    tracing::info!(listen = %model.listen, "Serving /metrics, /healthz and /readyz");
+    let telemetry = tokio::spawn(http::serve(listener, metrics.clone(), health.clone(), shutdown.clone()));
+
+    let declared = declare_all(&model, &health, &shutdown);
+    let mut producers: HashMap<String, KafkaSink> = HashMap::new();
+    let mut tasks = Vec::new();
+    for bridge in &model.bridges {
+        let name = bridge.name.clone();
+        for part in ["source", "sink"] {
+            health.register(&format!("{name} {part}"));
+        }
+        let sink = build_sink(&format!("{name} sink"), &bridge.sink, &health, &mut producers)?;
+        let dead_letter = match &bridge.dead_letter {
+            Some(dl) => Some(DeadLetter {
+                sink: build_sink(&format!("{name} dead_letter"), dl, &health, &mut producers)?,
+                route: dl.route().clone(),
+            }),
+            None => None,
+        };
+        let runner = Bridge {
+            name: name.clone(),
+            source: build_source(&name, &bridge.source, &health),
+            sink,
+            route: bridge.sink.route().clone(),
+            dead_letter,
+            max_in_flight: bridge.max_in_flight,
+            retry: bridge.retry,
+            metrics: metrics.bridge(&name),
+            health: health.clone(),
+        };
+        let waits: Vec<_> = connections_of(bridge).filter_map(|c| declared.get(c).cloned()).collect();
+        let (shutdown, deadline) = (shutdown.clone(), model.shutdown_timeout);
+        tasks.push(tokio::spawn(async move {
+            for done in waits {
+                tokio::select! {
+                    _ = done.cancelled() => {}
+                    _ = shutdown.cancelled() => return None,
+                }
+            }
+            tracing::info!(bridge = %name, "Bridge started");
+            let result = runner.run(shutdown, deadline).await;
+            Some((name, result))
+        }));
+    }
+    health.ready("telemetry");
+
+    wait_for_signal().await;
+    tracing::info!("Shutting down: stopping intake and settling in-flight messages");
+    shutdown.cancel();
+    let mut failed = 0;
+    for task in tasks {
+        if let Ok(Some((name, Err(error)))) = task.await {
+            tracing::error!(bridge = %name, %error, "Bridge ended with an error");
+            failed += 1;
+        }
+    }
+    let _ = telemetry.await;
+    tracing::info!(failed, "Stopped");
+    Ok(())
+}
+
+fn connections_of(bridge: &crate::config::BridgeModel) -> impl Iterator<Item = &str> {
+    let source = match &bridge.source {
+        SourceModel::Amqp091 { connection, .. } => connection.name.as_str(),
+        SourceModel::Kafka { connection, .. } => connection.name.as_str(),
+    };
+    let sinks = std::iter::once(&bridge.sink).chain(bridge.dead_letter.as_ref()).map(|s| match s {
+        SinkModel::Amqp091 { connection, .. } => connection.name.as_str(),
+        SinkModel::Kafka { connection, .. } => connection.name.as_str(),
+    });
+    std::iter::once(source).chain(sinks)
+}
+
+/// Declares each connection's topology in the background, retrying until the broker is
+/// there. Returns, per connection, a token that fires once its declarations succeeded.
+fn declare_all(model: &Model, health: &Arc<Health>, shutdown: &CancellationToken) -> HashMap<String, CancellationToken> {
+    let mut done = HashMap::new();
+    for (name, connection) in &model.connections {
+        let token = CancellationToken::new();
+        done.insert(name.clone(), token.clone());
+        let part = format!("connection {name} topology");
+        health.register(&part);
+        let (health, shutdown) = (health.clone(), shutdown.clone());
+        let (amqp, kafka, declare) = (connection.amqp091.clone(), connection.kafka.clone(), connection.declare.clone());
+        let name = name.clone();
+        tokio::spawn(async move {
+            let mut backoff = Backoff::reconnect();
+            loop {
+                let result = match (&amqp, &kafka) {
+                    (Some(c), _) => amqp091::topology::declare(&c.url, &declare).await,
+                    (_, Some(c)) => kafka::topology::declare(c, &declare).await,
+                    _ => Ok(()),
+                };
+                match result {
+                    Ok(()) => {
+                        health.ready(&part);
+                        token.cancel();
+                        return;
+                    }
+                    Err(error) => {
+                        health.waiting(&part, error.clone());
+                        let delay = backoff.next_delay();
+                        tracing::warn!(connection = %name, %error, retry_in = ?delay, "Cannot declare topology yet");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+            }
+        });
+    }
+    done
+}
+
+fn build_source(bridge: &str, model: &SourceModel, health: &Arc<Health>) -> Box<dyn Source> {
+    match model {
+        SourceModel::Amqp091 { connection, queue, prefetch } => Box::new(Amqp091Source {
+            bridge: bridge.to_owned(),
+            url: connection.url.clone(),
+            queue: queue.clone(),
+            prefetch: *prefetch,
+            health: health.clone(),
+        }),
+        SourceModel::Kafka { connection, topics, group, start } => Box::new(KafkaSource {
+            bridge: bridge.to_owned(),
+            connection: connection.clone(),
+            topics: topics.clone(),
+            group: group.clone(),
+            start: start.clone(),
+            health: health.clone(),
+        }),
+    }
+}
+
+fn build_sink(
+    role: &str,
+    model: &SinkModel,
+    health: &Arc<Health>,
+    producers: &mut HashMap<String, KafkaSink>,
+) -> anyhow::Result<Arc<dyn Sink>> {
+    Ok(match model {
+        SinkModel::Amqp091 { connection, persistence, .. } => {
+            Arc::new(Amqp091Sink::new(role.to_owned(), connection.url.clone(), *persistence, health.clone()))
+        }
+        SinkModel::Kafka { connection, .. } => {
+            let sink = match producers.get(&connection.name) {
+                Some(sink) => sink.clone(),
+                None => {
+                    let sink = KafkaSink::new(connection).map_err(anyhow::Error::msg)?;
+                    producers.insert(connection.name.clone(), sink.clone());
+                    sink
+                }
+            };
+            // librdkafka connects lazily and reconnects by itself; the producer is usable now.
+            health.ready(role);
+            Arc::new(sink)
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Cannot listen for SIGTERM; only Ctrl-C stops the gateway");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

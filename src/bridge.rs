@@ -1,0 +1,245 @@
+//! One bridge: a source, a sink, and the steps between them.
+//!
+//! For each message, in order: **receive** it from the source, **translate** it (resolve the
+//! sink's templates into a route), **emit** it to the sink, then **settle** it at the source
+//! once the sink confirmed (or the dead-letter sink did). Emitting is done in source order by
+//! the bridge's loop; confirmations are awaited in spawned tasks, many at once, bounded by
+//! `max_in_flight` permits. A transient failure is retried with backoff and jitter while the
+//! source message stays unsettled; a permanent one goes to the dead letter.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::model::RetryModel;
+use crate::connector::{DeliveryError, Disposition, Pending, Received, Sink, Source};
+use crate::deadletter::{DeadLetter, Failure, Stage};
+use crate::pipeline::{Route, RouteTemplate};
+use crate::telemetry::{BridgeMetrics, Health, RateLimit};
+
+/// Everything a bridge needs, assembled by [`crate::app`].
+pub struct Bridge {
+    pub name: String,
+    pub source: Box<dyn Source>,
+    pub sink: Arc<dyn Sink>,
+    pub route: RouteTemplate,
+    pub dead_letter: Option<DeadLetter>,
+    pub max_in_flight: usize,
+    pub retry: RetryModel,
+    pub metrics: BridgeMetrics,
+    pub health: Arc<Health>,
+}
+
+/// The part of a bridge its delivery tasks share.
+struct Shared {
+    name: String,
+    sink: Arc<dyn Sink>,
+    dead_letter: Option<DeadLetter>,
+    retry: RetryModel,
+    metrics: BridgeMetrics,
+    /// Fires on shutdown or when the bridge must stop; retries give their message back then.
+    stop: CancellationToken,
+    fatal: std::sync::Mutex<Option<String>>,
+    failures: RateLimit,
+}
+
+/// One message on its way, holding its in-flight permit until settled.
+struct Work {
+    received: Received,
+    attempts: u32,
+    started: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Bridge {
+    /// Runs until `shutdown`, then drains in-flight messages for at most `deadline`.
+    /// Returns an error when the bridge had to stop on its own.
+    pub async fn run(self, shutdown: CancellationToken, deadline: Duration) -> Result<(), String> {
+        let stop = shutdown.child_token();
+        let drained = CancellationToken::new();
+        // A short queue between the source and the loop: the in-flight permits, not this
+        // channel, bound the work; the channel only decouples the two tasks.
+        let (tx, mut rx) = mpsc::channel(64);
+        let source = tokio::spawn(self.source.run(tx, stop.clone(), drained.clone()));
+        let permits = Arc::new(Semaphore::new(self.max_in_flight));
+        let shared = Arc::new(Shared {
+            name: self.name.clone(),
+            sink: self.sink,
+            dead_letter: self.dead_letter,
+            retry: self.retry,
+            metrics: self.metrics,
+            stop: stop.clone(),
+            fatal: std::sync::Mutex::new(None),
+            failures: RateLimit::new(Duration::from_secs(10), 5),
+        });
+
+        loop {
+            let permit = tokio::select! {
+                _ = stop.cancelled() => break,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let received = tokio::select! {
+                _ = stop.cancelled() => break,
+                received = rx.recv() => match received {
+                    Some(received) => received,
+                    None => break,
+                },
+            };
+            shared.metrics.received.inc();
+            shared.metrics.in_flight.inc();
+            let work = Work { received, attempts: 0, started: Instant::now(), _permit: permit };
+            shared.clone().dispatch(&self.route, work).await;
+        }
+
+        // Unsettled messages still queued here go back to the source broker.
+        rx.close();
+        while let Some(received) = rx.recv().await {
+            received.settle.release().await;
+        }
+        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
+        if tokio::time::timeout(deadline, permits.acquire_many(all)).await.is_err() {
+            tracing::warn!(bridge = %self.name, "In-flight messages did not settle before the shutdown deadline; they will be delivered again");
+        }
+        drained.cancel();
+        let _ = source.await;
+        shared.sink.flush(deadline).await;
+        if let Some(dl) = &shared.dead_letter {
+            dl.sink.flush(deadline).await;
+        }
+        let fatal = shared.fatal.lock().ok().and_then(|mut f| f.take());
+        match fatal {
+            Some(error) => {
+                self.health.stopped(&format!("{} source", self.name), error.clone());
+                Err(error)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Shared {
+    /// Translates and emits one message in source order; awaits its confirmation elsewhere.
+    async fn dispatch(self: Arc<Self>, route: &RouteTemplate, work: Work) {
+        let route = match route.resolve(&work.received.envelope) {
+            Ok(route) => route,
+            Err(error) => {
+                let failure = Failure { stage: Stage::Translate, reason: error.reason(), error: error.to_string(), attempts: 1 };
+                tokio::spawn(async move { self.dead_letter(work, failure).await });
+                return;
+            }
+        };
+        let emitted = self.sink.emit(&work.received.envelope, &route).await;
+        tokio::spawn(async move { self.complete(work, route, emitted).await });
+    }
+
+    /// Waits for the confirmation, retrying transient failures, then settles.
+    async fn complete(self: Arc<Self>, mut work: Work, route: Route, emitted: Result<Pending, DeliveryError>) {
+        let mut backoff = Backoff::new(self.retry.initial_backoff, self.retry.max_backoff, self.retry.multiplier);
+        let mut outcome = match emitted {
+            Ok(pending) => pending.await,
+            Err(error) => Err(error),
+        };
+        loop {
+            work.attempts += 1;
+            let error = match outcome {
+                Ok(()) => return self.delivered(work).await,
+                Err(error) => error,
+            };
+            if error.disposition() == Disposition::DeadLetter {
+                let failure = Failure { stage: Stage::Deliver, reason: error.reason(), error: error.to_string(), attempts: work.attempts };
+                return self.dead_letter(work, failure).await;
+            }
+            self.metrics.retries.inc();
+            let delay = backoff.next_delay();
+            if let Some(suppressed) = self.failures.allow() {
+                tracing::warn!(bridge = %self.name, %error, attempt = work.attempts, retry_in = ?delay, suppressed,
+                    "Delivery failed; retrying without settling the source");
+            }
+            if !self.wait(delay).await {
+                return self.release(work).await;
+            }
+            outcome = match self.sink.emit(&work.received.envelope, &route).await {
+                Ok(pending) => pending.await,
+                Err(error) => Err(error),
+            };
+        }
+    }
+
+    /// Sleeps `delay`; false when the bridge is stopping instead.
+    async fn wait(&self, delay: Duration) -> bool {
+        tokio::select! {
+            _ = self.stop.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    async fn delivered(&self, work: Work) {
+        work.received.settle.accept().await;
+        self.metrics.delivered.inc();
+        self.finish(&work.started);
+    }
+
+    async fn release(&self, work: Work) {
+        work.received.settle.release().await;
+        self.finish(&work.started);
+    }
+
+    fn finish(&self, started: &Instant) {
+        self.metrics.in_flight.dec();
+        self.metrics.latency.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Hands a failed message to the dead-letter sink, or to the source's own mechanism.
+    async fn dead_letter(&self, work: Work, failure: Failure) {
+        if let Some(suppressed) = self.failures.allow() {
+            tracing::warn!(bridge = %self.name, reason = failure.reason, stage = failure.stage.name(),
+                error = %failure.error, source = %work.received.envelope.origin.coordinates(), suppressed,
+                "Message cannot be delivered; dead-lettering it");
+        }
+        if let Some(dl) = &self.dead_letter {
+            let mut backoff = Backoff::new(self.retry.initial_backoff, self.retry.max_backoff, self.retry.multiplier);
+            loop {
+                match dl.send(&work.received.envelope, &failure, &self.name).await {
+                    Ok(()) => {
+                        work.received.settle.accept().await;
+                        self.metrics.dead_lettered.inc();
+                        return self.finish(&work.started);
+                    }
+                    Err(error) if error.disposition() == Disposition::Retry => {
+                        self.metrics.retries.inc();
+                        if let Some(suppressed) = self.failures.allow() {
+                            tracing::warn!(bridge = %self.name, %error, suppressed, "Dead-letter sink failed; retrying");
+                        }
+                        if !self.wait(backoff.next_delay()).await {
+                            return self.release(work).await;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(bridge = %self.name, %error, "Dead-letter sink refused the message; falling back to the source broker");
+                        break;
+                    }
+                }
+            }
+        }
+        match work.received.settle.reject(failure.reason).await {
+            Ok(()) => {
+                self.metrics.rejected.inc();
+                self.finish(&work.started);
+            }
+            Err(error) => {
+                tracing::error!(bridge = %self.name, %error, "Bridge stopped");
+                if let Ok(mut fatal) = self.fatal.lock() {
+                    fatal.get_or_insert(error);
+                }
+                self.metrics.in_flight.dec();
+                self.stop.cancel();
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The shape of `bridges.yaml` exactly as written. Nothing here is validated beyond types;
+//! [`super::load`] turns it into the checked [`super::model`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::secret::SecretUrl;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub telemetry: TelemetryFile,
+    pub connections: BTreeMap<String, ConnectionFile>,
+    pub bridges: Vec<BridgeFile>,
+    /// How long a shutdown waits for in-flight messages before giving them back.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Span,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryFile {
+    /// Address of the `/metrics`, `/healthz` and `/readyz` endpoints; loopback by default.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for TelemetryFile {
+    fn default() -> Self {
+        TelemetryFile { listen: default_listen() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Amqp091,
+    Kafka,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Amqp091 => "amqp091",
+            Protocol::Kafka => "kafka",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionFile {
+    pub protocol: Protocol,
+    /// AMQP 0-9-1: `amqp://user:pass@host:port/vhost`.
+    pub url: Option<SecretUrl>,
+    /// Kafka: `host:port[,host:port...]`.
+    pub brokers: Option<String>,
+    /// Kafka: extra librdkafka properties, passed through unchanged.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// Topology declared when the connection opens.
+    pub declare: Option<DeclareFile>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclareFile {
+    #[serde(default)]
+    pub exchanges: Vec<ExchangeFile>,
+    #[serde(default)]
+    pub queues: Vec<QueueFile>,
+    #[serde(default)]
+    pub topics: Vec<TopicFile>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeFile {
+    pub name: String,
+    #[serde(rename = "type", default = "default_exchange_type")]
+    pub kind: String,
+    #[serde(default = "yes")]
+    pub durable: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueFile {
+    pub name: String,
+    #[serde(default = "yes")]
+    pub durable: bool,
+    /// Queue arguments such as `x-max-length` or `x-queue-type`.
+    #[serde(default)]
+    pub arguments: BTreeMap<String, serde_yaml_ng::Value>,
+    #[serde(default)]
+    pub bindings: Vec<BindingFile>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingFile {
+    pub exchange: String,
+    #[serde(default)]
+    pub routing_key: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicFile {
+    pub name: String,
+    #[serde(default = "one")]
+    pub partitions: i32,
+    #[serde(default = "one")]
+    pub replication: i32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeFile {
+    pub name: String,
+    pub source: SourceFile,
+    pub sink: SinkFile,
+    pub dead_letter: Option<SinkFile>,
+    /// Messages handed to the sink but not yet settled at the source.
+    pub max_in_flight: Option<usize>,
+    #[serde(default)]
+    pub retry: RetryFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    pub connection: String,
+    /// AMQP 0-9-1: the queue to consume.
+    pub queue: Option<String>,
+    /// AMQP 0-9-1: unacknowledged deliveries the broker may push ahead.
+    pub prefetch: Option<u16>,
+    /// Kafka: the topics to consume.
+    pub topics: Option<Vec<String>>,
+    /// Kafka: the consumer group.
+    pub group: Option<String>,
+    /// Kafka: where a new group starts, `earliest` or `latest`.
+    pub start: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkFile {
+    pub connection: String,
+    /// AMQP 0-9-1: the exchange (`""` is the default exchange).
+    pub exchange: Option<TemplateFile>,
+    pub routing_key: Option<TemplateFile>,
+    /// AMQP 0-9-1: `source` (carry the source's durability), `always` or `never`.
+    pub persistent: Option<String>,
+    /// Kafka: the topic.
+    pub topic: Option<TemplateFile>,
+    /// Kafka: the record key.
+    pub key: Option<TemplateFile>,
+}
+
+/// A template, either as a plain string or with a default for values missing at run time.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TemplateFile {
+    Plain(String),
+    WithDefault { template: String, default: Option<String> },
+}
+
+impl TemplateFile {
+    pub fn parts(&self) -> (&str, Option<&str>) {
+        match self {
+            TemplateFile::Plain(t) => (t, None),
+            TemplateFile::WithDefault { template, default } => (template, default.as_deref()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    #[serde(default = "default_initial_backoff")]
+    pub initial_backoff: Span,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Span,
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+}
+
+impl Default for RetryFile {
+    fn default() -> Self {
+        RetryFile {
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+            multiplier: default_multiplier(),
+        }
+    }
+}
+
+/// A duration written with its unit: `250ms`, `5s`, `2m`, `1h`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Span(pub Duration);
+
+impl Span {
+    pub fn parse(text: &str) -> Option<Span> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number.parse().ok()?;
+        let seconds = match unit {
+            "ms" => number / 1000.0,
+            "s" => number,
+            "m" => number * 60.0,
+            "h" => number * 3600.0,
+            _ => return None,
+        };
+        Duration::try_from_secs_f64(seconds).ok().map(Span)
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Span::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?}: write a number with a unit, like 250ms, 5s, 2m or 1h"
+            ))
+        })
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9464".to_owned()
+}
+
+fn default_shutdown_timeout() -> Span {
+    Span(Duration::from_secs(10))
+}
+
+fn default_exchange_type() -> String {
+    "direct".to_owned()
+}
+
+fn default_initial_backoff() -> Span {
+    Span(Duration::from_millis(100))
+}
+
+fn default_max_backoff() -> Span {
+    Span(Duration::from_secs(30))
+}
+
+fn default_multiplier() -> f64 {
+    2.0
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> i32 {
+    1
+}

@@ -1,0 +1,376 @@
+//! Loading and checking `bridges.yaml`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+
+use super::env;
+use super::file::{BridgeFile, File, Protocol, SinkFile, SourceFile, TemplateFile};
+use super::model::{
+    Amqp091Connection, BridgeModel, ConnectionModel, KafkaConnection, Model, Persistence,
+    RetryModel, SinkModel, SourceModel,
+};
+use super::position::Positions;
+use crate::pipeline::{RouteTemplate, Template};
+
+/// Default prefetch: deep enough to keep a confirm pipeline busy, small enough that a
+/// restart redelivers little.
+const DEFAULT_PREFETCH: u16 = 256;
+
+/// One thing wrong with the file, pointing at its place.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub path: String,
+    pub message: String,
+}
+
+/// Why a configuration could not be loaded: every problem found, in file order.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            let path = if p.path.is_empty() { String::new() } else { format!(" {}:", p.path) };
+            write!(f, "{}:{}:{}:{} {}", self.file, p.line, p.column, path, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads, expands and checks the file at `path`.
+pub fn load(path: &Path) -> Result<Model, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: name.clone(),
+        problems: vec![Problem {
+            line: 0,
+            column: 0,
+            path: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }],
+    })?;
+    load_str(&name, &text, |var| std::env::var(var).ok())
+}
+
+/// Expands, parses and checks `text`; `file` names it in errors.
+pub fn load_str(
+    file: &str,
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Model, ConfigError> {
+    let fail = |problems| ConfigError { file: file.to_owned(), problems };
+    let text = env::expand(text, lookup).map_err(|errors| {
+        fail(errors
+            .into_iter()
+            .map(|e| Problem { line: e.line, column: e.column, path: String::new(), message: e.message })
+            .collect())
+    })?;
+    let parsed = parse(&text).map_err(|p| fail(vec![p]))?;
+    let mut checker = Checker { positions: Positions::index(&text), problems: Vec::new() };
+    let model = checker.model(parsed);
+    if checker.problems.is_empty() {
+        Ok(model)
+    } else {
+        checker.problems.sort_by_key(|p| (p.line, p.column));
+        Err(fail(checker.problems))
+    }
+}
+
+fn parse(text: &str) -> Result<File, Problem> {
+    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let (line, column) = inner.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+        // serde_yaml_ng prefixes its message with the path and position; keep only the cause.
+        let message = inner.to_string();
+        let message = message.split_once(": ").filter(|_| path != ".").map_or(message.clone(), |(head, tail)| {
+            if head.contains(&path) { tail.to_owned() } else { message.clone() }
+        });
+        let message = strip_location(&message);
+        Problem { line, column, path: if path == "." { String::new() } else { path }, message }
+    })
+}
+
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+struct Checker {
+    positions: Positions,
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, path: String, message: impl Into<String>) {
+        let at = self.positions.of(&path);
+        self.problems.push(Problem { line: at.line, column: at.column, path, message: message.into() });
+    }
+
+    fn model(&mut self, file: File) -> Model {
+        let connections: BTreeMap<String, ConnectionModel> = file
+            .connections
+            .into_iter()
+            .map(|(name, conn)| {
+                let path = format!("connections.{name}");
+                let model = self.connection(&path, &name, conn);
+                (name, model)
+            })
+            .collect();
+
+        let mut names = BTreeSet::new();
+        let mut used = BTreeSet::new();
+        let mut bridges = Vec::new();
+        for (i, bridge) in file.bridges.into_iter().enumerate() {
+            let path = format!("bridges[{i}]");
+            if !names.insert(bridge.name.clone()) {
+                self.problem(format!("{path}.name"), format!("duplicate bridge name {:?}", bridge.name));
+            }
+            used.insert(bridge.source.connection.clone());
+            used.insert(bridge.sink.connection.clone());
+            if let Some(dl) = &bridge.dead_letter {
+                used.insert(dl.connection.clone());
+            }
+            if let Some(model) = self.bridge(&path, bridge, &connections) {
+                bridges.push(model);
+            }
+        }
+        if bridges.is_empty() && self.problems.is_empty() {
+            self.problem("bridges".into(), "no bridges: add at least one under `bridges:`");
+        }
+        Model {
+            listen: file.telemetry.listen,
+            shutdown_timeout: file.shutdown_timeout.0,
+            connections,
+            bridges,
+        }
+    }
+
+    fn connection(&mut self, path: &str, name: &str, conn: super::file::ConnectionFile) -> ConnectionModel {
+        let mut model = ConnectionModel {
+            protocol: conn.protocol,
+            amqp091: None,
+            kafka: None,
+            declare: conn.declare.unwrap_or_default(),
+        };
+        match conn.protocol {
+            Protocol::Amqp091 => {
+                self.forbid(path, "brokers", conn.brokers.is_some(), "amqp091", "url");
+                self.forbid(path, "options", !conn.options.is_empty(), "amqp091", "url");
+                self.forbid(path, "declare.topics", !model.declare.topics.is_empty(), "amqp091", "declare.queues");
+                match conn.url {
+                    Some(url) if url.expose().starts_with("amqp://") || url.expose().starts_with("amqps://") => {
+                        model.amqp091 = Some(Amqp091Connection { name: name.to_owned(), url })
+                    }
+                    Some(url) => self.problem(
+                        format!("{path}.url"),
+                        format!("{} is not an AMQP URL: write amqp://user:pass@host:5672/vhost", url.redacted()),
+                    ),
+                    None => self.problem(path.to_owned(), "missing field `url` (amqp://user:pass@host:5672/vhost)"),
+                }
+            }
+            Protocol::Kafka => {
+                self.forbid(path, "url", conn.url.is_some(), "kafka", "brokers");
+                let queues = !model.declare.queues.is_empty() || !model.declare.exchanges.is_empty();
+                self.forbid(path, "declare.queues", queues, "kafka", "declare.topics");
+                match conn.brokers.filter(|b| !b.trim().is_empty()) {
+                    Some(brokers) => {
+                        model.kafka = Some(KafkaConnection { name: name.to_owned(), brokers, options: conn.options })
+                    }
+                    None => self.problem(path.to_owned(), "missing field `brokers` (host:9092[,host:9092])"),
+                }
+            }
+        }
+        model
+    }
+
+    fn forbid(&mut self, path: &str, field: &str, present: bool, protocol: &str, instead: &str) {
+        if present {
+            self.problem(
+                format!("{path}.{field}"),
+                format!("`{field}` does not apply to a {protocol} connection (use `{instead}`)"),
+            );
+        }
+    }
+
+    fn bridge(
+        &mut self,
+        path: &str,
+        bridge: BridgeFile,
+        connections: &BTreeMap<String, ConnectionModel>,
+    ) -> Option<BridgeModel> {
+        let source = self.source(&format!("{path}.source"), bridge.source, connections);
+        let sink = self.sink(&format!("{path}.sink"), bridge.sink, connections);
+        let dead_letter = bridge.dead_letter.map(|dl| self.sink(&format!("{path}.dead_letter"), dl, connections));
+        let retry = RetryModel {
+            initial_backoff: bridge.retry.initial_backoff.0,
+            max_backoff: bridge.retry.max_backoff.0,
+            multiplier: bridge.retry.multiplier,
+        };
+        if !(1.0..=10.0).contains(&retry.multiplier) {
+            self.problem(format!("{path}.retry.multiplier"), "must be between 1.0 and 10.0");
+        }
+        let source = source?;
+        let default_in_flight = match &source {
+            SourceModel::Amqp091 { prefetch, .. } => usize::from(*prefetch),
+            SourceModel::Kafka { .. } => 1024,
+        };
+        let max_in_flight = bridge.max_in_flight.unwrap_or(default_in_flight);
+        if max_in_flight == 0 {
+            self.problem(format!("{path}.max_in_flight"), "must be at least 1");
+        }
+        Some(BridgeModel {
+            name: bridge.name,
+            source,
+            sink: sink?,
+            dead_letter: match dead_letter {
+                Some(dl) => Some(dl?),
+                None => None,
+            },
+            max_in_flight,
+            retry,
+        })
+    }
+
+    fn connection_of<'a>(
+        &mut self,
+        path: &str,
+        name: &str,
+        connections: &'a BTreeMap<String, ConnectionModel>,
+    ) -> Option<&'a ConnectionModel> {
+        let found = connections.get(name);
+        if found.is_none() {
+            let known = connections.keys().cloned().collect::<Vec<_>>().join(", ");
+            self.problem(
+                format!("{path}.connection"),
+                format!("unknown connection {name:?}; defined connections: {known}"),
+            );
+        }
+        found
+    }
+
+    fn source(
+        &mut self,
+        path: &str,
+        source: SourceFile,
+        connections: &BTreeMap<String, ConnectionModel>,
+    ) -> Option<SourceModel> {
+        let conn = self.connection_of(path, &source.connection, connections)?;
+        match conn.protocol {
+            Protocol::Amqp091 => {
+                for (field, present) in
+                    [("topics", source.topics.is_some()), ("group", source.group.is_some()), ("start", source.start.is_some())]
+                {
+                    self.forbid(path, field, present, "amqp091", "queue");
+                }
+                let Some(queue) = source.queue else {
+                    self.problem(path.to_owned(), "missing field `queue`: the AMQP 0-9-1 queue to consume");
+                    return None;
+                };
+                let prefetch = source.prefetch.unwrap_or(DEFAULT_PREFETCH);
+                if prefetch == 0 {
+                    self.problem(format!("{path}.prefetch"), "must be at least 1: 0 means unlimited in AMQP 0-9-1");
+                }
+                Some(SourceModel::Amqp091 { connection: conn.amqp091.clone()?, queue, prefetch })
+            }
+            Protocol::Kafka => {
+                self.forbid(path, "queue", source.queue.is_some(), "kafka", "topics");
+                self.forbid(path, "prefetch", source.prefetch.is_some(), "kafka", "max_in_flight on the bridge");
+                let topics = source.topics.unwrap_or_default();
+                if topics.is_empty() {
+                    self.problem(path.to_owned(), "missing field `topics`: a list of Kafka topics to consume");
+                }
+                let Some(group) = source.group else {
+                    self.problem(path.to_owned(), "missing field `group`: the Kafka consumer group");
+                    return None;
+                };
+                let start = source.start.unwrap_or_else(|| "earliest".to_owned());
+                if start != "earliest" && start != "latest" {
+                    self.problem(format!("{path}.start"), format!("{start:?}: use `earliest` or `latest`"));
+                }
+                Some(SourceModel::Kafka { connection: conn.kafka.clone()?, topics, group, start })
+            }
+        }
+    }
+
+    fn sink(&mut self, path: &str, sink: SinkFile, connections: &BTreeMap<String, ConnectionModel>) -> Option<SinkModel> {
+        let conn = self.connection_of(path, &sink.connection, connections)?;
+        match conn.protocol {
+            Protocol::Amqp091 => {
+                self.forbid(path, "topic", sink.topic.is_some(), "amqp091", "exchange and routing_key");
+                self.forbid(path, "key", sink.key.is_some(), "amqp091", "routing_key");
+                let Some(exchange) = sink.exchange else {
+                    self.problem(path.to_owned(), "missing field `exchange` (\"\" is the default exchange)");
+                    return None;
+                };
+                let exchange = self.template(&format!("{path}.exchange"), &exchange);
+                let routing_key = match &sink.routing_key {
+                    Some(rk) => self.template(&format!("{path}.routing_key"), rk),
+                    None => Template::parse("", None).ok(),
+                };
+                let persistence = match sink.persistent.as_deref() {
+                    None | Some("source") => Persistence::Source,
+                    Some("always") => Persistence::Always,
+                    Some("never") => Persistence::Never,
+                    Some(other) => {
+                        self.problem(format!("{path}.persistent"), format!("{other:?}: use `source`, `always` or `never`"));
+                        Persistence::Source
+                    }
+                };
+                Some(SinkModel::Amqp091 {
+                    connection: conn.amqp091.clone()?,
+                    route: RouteTemplate::Amqp091 { exchange: exchange?, routing_key: routing_key? },
+                    persistence,
+                })
+            }
+            Protocol::Kafka => {
+                for (field, present) in [
+                    ("exchange", sink.exchange.is_some()),
+                    ("routing_key", sink.routing_key.is_some()),
+                    ("persistent", sink.persistent.is_some()),
+                ] {
+                    self.forbid(path, field, present, "kafka", "topic and key");
+                }
+                let Some(topic) = sink.topic else {
+                    self.problem(path.to_owned(), "missing field `topic`");
+                    return None;
+                };
+                let topic = self.template(&format!("{path}.topic"), &topic);
+                let key = match &sink.key {
+                    Some(key) => Some(self.template(&format!("{path}.key"), key)?),
+                    None => None,
+                };
+                Some(SinkModel::Kafka {
+                    connection: conn.kafka.clone()?,
+                    route: RouteTemplate::Kafka { topic: topic?, key },
+                })
+            }
+        }
+    }
+
+    fn template(&mut self, path: &str, field: &TemplateFile) -> Option<Template> {
+        let (source, default) = field.parts();
+        let at = if matches!(field, TemplateFile::WithDefault { .. }) { format!("{path}.template") } else { path.to_owned() };
+        match Template::parse(source, default.map(str::to_owned)) {
+            Ok(template) => Some(template),
+            Err(e) => {
+                self.problem(at, format!("template {source:?}: {e}"));
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The two seams every protocol adapter implements: a [`Source`] that hands over received
+//! messages with a way to settle them, and a [`Sink`] that publishes and reports the broker's
+//! confirmation.
+//!
+//! The split between [`Sink::emit`] and the [`Pending`] future it returns is what lets a
+//! bridge pipeline its sends: `emit` queues the message on the wire in source order, and the
+//! confirmation is awaited elsewhere, many at a time.
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::{Envelope, Route};
+
+/// A message from a source, with the handle that settles it at the broker.
+pub struct Received {
+    pub envelope: Envelope,
+    pub settle: Box<dyn Settle>,
+}
+
+/// Settles one received message. Each method consumes the handle: a message is settled once.
+#[async_trait]
+pub trait Settle: Send {
+    /// The sink (or the dead-letter sink) confirmed the message: remove it from the source.
+    async fn accept(self: Box<Self>);
+
+    /// The message failed for good and no dead letter took it. A source that can hand it to
+    /// its broker's own dead-lettering does so; one that cannot (Kafka) returns an error and
+    /// the bridge stops rather than skip it.
+    async fn reject(self: Box<Self>, reason: &str) -> Result<(), String>;
+
+    /// Give the message back unprocessed (shutdown): it will be delivered again.
+    async fn release(self: Box<Self>);
+}
+
+/// Runs a source until `shutdown`, sending messages into `tx`. Reconnects by itself.
+#[async_trait]
+pub trait Source: Send {
+    /// `drained` fires once the bridge settled (or gave up on) every message it took, so a
+    /// source can keep what settling needs (a channel, a consumer) open until then.
+    async fn run(self: Box<Self>, tx: mpsc::Sender<Received>, shutdown: CancellationToken, drained: CancellationToken);
+}
+
+/// A confirmation still on its way from the broker.
+pub type Pending = BoxFuture<'static, Result<(), DeliveryError>>;
+
+/// Publishes messages and reports the broker's verdict.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Queues one message for publishing to `route`. Returns once it is on its way; the
+    /// returned future resolves when the broker confirmed or refused it.
+    async fn emit(&self, envelope: &Envelope, route: &Route) -> Result<Pending, DeliveryError>;
+
+    /// Waits until everything queued was confirmed or failed, up to `deadline`.
+    async fn flush(&self, deadline: std::time::Duration);
+}
+
+/// What a failed attempt means for the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Try again later; the broker or the network may recover.
+    Retry,
+    /// The message can never be delivered as it is: dead-letter it.
+    DeadLetter,
+}
+
+/// Why a sink could not deliver one message.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("not connected to the broker: {0}")]
+    Disconnected(String),
+    #[error("the broker did not confirm the message: {0}")]
+    Nacked(String),
+    #[error("unroutable: {code} {text}")]
+    Unroutable { code: u16, text: String },
+    #[error("message too large: {0}")]
+    TooLarge(String),
+    #[error("the broker refused the message: {0}")]
+    Refused(String),
+    #[error("the broker failed transiently: {0}")]
+    Transient(String),
+    #[error("the message cannot be encoded for this sink: {0}")]
+    Encode(String),
+}
+
+impl DeliveryError {
+    /// Sorts the error into retry or dead-letter.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            DeliveryError::Disconnected(_)
+            | DeliveryError::Nacked(_)
+            | DeliveryError::Transient(_) => Disposition::Retry,
+            DeliveryError::Unroutable { .. }
+            | DeliveryError::TooLarge(_)
+            | DeliveryError::Refused(_)
+            | DeliveryError::Encode(_) => Disposition::DeadLetter,
+        }
+    }
+
+    /// A short, stable reason for dead-letter headers and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DeliveryError::Disconnected(_) => "disconnected",
+            DeliveryError::Nacked(_) => "nacked",
+            DeliveryError::Unroutable { .. } => "unroutable",
+            DeliveryError::TooLarge(_) => "too large",
+            DeliveryError::Refused(_) => "refused",
+            DeliveryError::Transient(_) => "transient",
+            DeliveryError::Encode(_) => "untranslatable",
+        }
+    }
+}

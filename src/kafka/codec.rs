@@ -1,0 +1,289 @@
+//! Kafka records to envelopes and back.
+//!
+//! Kafka headers are a list of names with byte values (or null). To stay readable by any
+//! consumer, values are written as text (see [`crate::pipeline::value`]), and the types of
+//! the non-string ones are recorded once per record in the `portico.types` header, a JSON
+//! object of header name → shape. Standard AMQP properties travel as `amqp.*` headers and
+//! the payload metadata as `content-type` / `content-encoding`, as CloudEvents does. A
+//! gateway reading the record back restores every type; a plain consumer still reads text.
+
+use bytes::Bytes;
+use rdkafka::message::{Header, Headers, OwnedHeaders, Timestamp};
+use serde_json::{Map as JsonMap, Value as Json};
+
+use crate::pipeline::{Envelope, MessageId, Origin, Properties, Value};
+
+/// The header holding the types of the other headers.
+pub const TYPES_HEADER: &str = "portico.types";
+
+/// One record as the encoder hands it to the producer.
+pub struct Encoded {
+    pub headers: OwnedHeaders,
+    pub timestamp: Option<i64>,
+}
+
+/// Builds headers and timestamp for `envelope`.
+pub fn encode(envelope: &Envelope) -> Encoded {
+    let mut out = Writer::default();
+    let p = &envelope.properties;
+    out.text("content-type", p.content_type.as_deref());
+    out.text("content-encoding", p.content_encoding.as_deref());
+    out.id("amqp.message-id", p.message_id.as_ref());
+    out.id("amqp.correlation-id", p.correlation_id.as_ref());
+    out.text("amqp.reply-to", p.reply_to.as_deref());
+    out.text("amqp.type", p.message_type.as_deref());
+    if let Some(user) = &p.user_id {
+        out.value("amqp.user-id", &Value::Bytes(user.clone()));
+    }
+    out.text("amqp.app-id", p.app_id.as_deref());
+    out.text("amqp.cluster-id", p.cluster_id.as_deref());
+    out.text("amqp.subject", p.subject.as_deref());
+    out.text("amqp.to", p.to.as_deref());
+    out.text("amqp.group-id", p.group_id.as_deref());
+    out.number("amqp.group-sequence", p.group_sequence.map(i64::from));
+    out.number("amqp.priority", p.priority.map(i64::from));
+    out.text("amqp.durable", p.durable.map(|d| if d { "true" } else { "false" }));
+    out.number("amqp.expiration-ms", p.ttl_ms.and_then(|t| i64::try_from(t).ok()));
+    out.number("amqp.absolute-expiry-ms", p.absolute_expiry_ms);
+    out.number("amqp.creation-time-ms", p.creation_time_ms);
+    let origin = &envelope.origin;
+    out.text("amqp.exchange", origin.exchange.as_deref());
+    out.text("amqp.routing-key", origin.routing_key.as_deref());
+    out.text("amqp.address", origin.address.as_deref());
+    if origin.redelivered {
+        out.text("amqp.redelivered", Some("true"));
+    }
+    for (name, value) in &envelope.headers {
+        out.value(name, value);
+    }
+    Encoded { headers: out.finish(), timestamp: p.creation_time_ms.filter(|ms| *ms >= 0) }
+}
+
+#[derive(Default)]
+struct Writer {
+    headers: Vec<(String, Option<Bytes>)>,
+    types: JsonMap<String, Json>,
+}
+
+impl Writer {
+    fn text(&mut self, name: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.headers.push((name.to_owned(), Some(Bytes::copy_from_slice(value.as_bytes()))));
+        }
+    }
+
+    fn number(&mut self, name: &str, value: Option<i64>) {
+        if let Some(value) = value {
+            self.headers.push((name.to_owned(), Some(Bytes::from(value.to_string()))));
+        }
+    }
+
+    fn id(&mut self, name: &str, id: Option<&MessageId>) {
+        match id {
+            Some(MessageId::String(s)) => self.text(name, Some(s)),
+            Some(MessageId::Ulong(n)) => self.value(name, &Value::U64(*n)),
+            Some(MessageId::Uuid(u)) => self.value(name, &Value::Uuid(*u)),
+            Some(MessageId::Binary(b)) => self.value(name, &Value::Bytes(b.clone())),
+            None => {}
+        }
+    }
+
+    fn value(&mut self, name: &str, value: &Value) {
+        if let Some(shape) = value.shape() {
+            self.types.entry(name.to_owned()).or_insert(shape);
+        }
+        self.headers.push((name.to_owned(), value.to_text()));
+    }
+
+    fn finish(self) -> OwnedHeaders {
+        let mut headers = OwnedHeaders::new_with_capacity(self.headers.len() + 1);
+        for (key, value) in &self.headers {
+            headers = headers.insert(Header { key, value: value.as_deref() });
+        }
+        if !self.types.is_empty() {
+            let types = Json::Object(self.types).to_string();
+            headers = headers.insert(Header { key: TYPES_HEADER, value: Some(types.as_bytes()) });
+        }
+        headers
+    }
+}
+
+/// What a consumed record tells besides its headers.
+pub struct RecordFacts<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub timestamp: Timestamp,
+}
+
+/// Decodes one record. Never fails: a header whose recorded type does not match its text is
+/// kept as it arrived (string or bytes) rather than dropped.
+pub fn decode<H: Headers>(payload: Option<&[u8]>, headers: Option<&H>, facts: RecordFacts<'_>) -> Envelope {
+    let mut envelope = Envelope {
+        body: payload.map(Bytes::copy_from_slice).unwrap_or_default(),
+        body_is_null: payload.is_none(),
+        origin: Origin {
+            topic: Some(facts.topic.to_owned()),
+            partition: Some(facts.partition),
+            offset: Some(facts.offset),
+            key: facts.key.map(Bytes::copy_from_slice),
+            ..Origin::default()
+        },
+        ..Envelope::default()
+    };
+    let raw: Vec<(&str, Option<&[u8]>)> = headers
+        .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+        .unwrap_or_default();
+    let types: JsonMap<String, Json> = raw
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == TYPES_HEADER)
+        .and_then(|(_, v)| serde_json::from_slice(v.unwrap_or_default()).ok())
+        .unwrap_or_default();
+
+    for (name, value) in raw {
+        if name == TYPES_HEADER {
+            continue;
+        }
+        let value = match value {
+            None => Value::Null,
+            Some(bytes) => Value::from_text(bytes, types.get(name))
+                .unwrap_or_else(|_| Value::from_text(bytes, None).unwrap_or(Value::Null)),
+        };
+        if !set_property(&mut envelope, name, &value) {
+            envelope.headers.push((name.to_owned(), value));
+        }
+    }
+    let p = &mut envelope.properties;
+    if p.creation_time_ms.is_none() {
+        p.creation_time_ms = match facts.timestamp {
+            Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) if ms >= 0 => Some(ms),
+            _ => None,
+        };
+    }
+    // A record in Kafka is already on replicated storage: treat it as durable unless the
+    // headers carry the durability of an earlier hop.
+    p.durable.get_or_insert(true);
+    envelope
+}
+
+/// Moves a reserved header into its property; false when `name` is an application header.
+fn set_property(envelope: &mut Envelope, name: &str, value: &Value) -> bool {
+    let p: &mut Properties = &mut envelope.properties;
+    let text = || value.to_template_text();
+    let number = || text().and_then(|t| t.parse::<i64>().ok());
+    match name {
+        "content-type" => p.content_type = text(),
+        "content-encoding" => p.content_encoding = text(),
+        "amqp.message-id" => p.message_id = id(value),
+        "amqp.correlation-id" => p.correlation_id = id(value),
+        "amqp.reply-to" => p.reply_to = text(),
+        "amqp.type" => p.message_type = text(),
+        "amqp.user-id" => {
+            p.user_id = match value {
+                Value::Bytes(b) => Some(b.clone()),
+                other => other.to_text(),
+            }
+        }
+        "amqp.app-id" => p.app_id = text(),
+        "amqp.cluster-id" => p.cluster_id = text(),
+        "amqp.subject" => p.subject = text(),
+        "amqp.to" => p.to = text(),
+        "amqp.group-id" => p.group_id = text(),
+        "amqp.group-sequence" => p.group_sequence = number().and_then(|n| u32::try_from(n).ok()),
+        "amqp.priority" => p.priority = number().and_then(|n| u8::try_from(n).ok()),
+        "amqp.durable" => p.durable = text().map(|t| t == "true"),
+        "amqp.expiration-ms" => p.ttl_ms = number().and_then(|n| u64::try_from(n).ok()),
+        "amqp.absolute-expiry-ms" => p.absolute_expiry_ms = number(),
+        "amqp.creation-time-ms" => p.creation_time_ms = number(),
+        _ => return false,
+    }
+    true
+}
+
+fn id(value: &Value) -> Option<MessageId> {
+    Some(match value {
+        Value::U64(n) => MessageId::Ulong(*n),
+        Value::Uuid(u) => MessageId::Uuid(*u),
+        Value::Bytes(b) => MessageId::Binary(b.clone()),
+        Value::Null => return None,
+        other => MessageId::String(other.to_template_text()?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::BorrowedHeaders;
+
+    fn round_trip(envelope: &Envelope) -> Envelope {
+        let encoded = encode(envelope);
+        let headers: &BorrowedHeaders = encoded.headers.as_borrowed();
+        decode(
+            Some(&envelope.body),
+            Some(headers),
+            RecordFacts { topic: "t", partition: 0, offset: 7, key: None, timestamp: Timestamp::NotAvailable },
+        )
+    }
+
+    #[test]
+    fn typed_headers_and_properties_survive_a_kafka_hop() {
+        let mut env = Envelope { body: Bytes::from_static(b"\x00body\xff"), ..Envelope::default() };
+        env.properties.message_id = Some(MessageId::Ulong(12345));
+        env.properties.correlation_id = Some(MessageId::Binary(Bytes::from_static(&[0xCA, 0xFE])));
+        env.properties.content_type = Some("application/json".into());
+        env.properties.priority = Some(7);
+        env.properties.durable = Some(false);
+        env.properties.ttl_ms = Some(5000);
+        env.properties.creation_time_ms = Some(1_700_000_000_123);
+        env.properties.user_id = Some(Bytes::from_static(b"svc"));
+        env.headers = vec![
+            ("tenant".into(), Value::String("t1".into())),
+            ("attempt".into(), Value::I32(3)),
+            ("vip".into(), Value::Bool(true)),
+            ("maybe".into(), Value::Null),
+            ("ids".into(), Value::List(vec![Value::I32(1), Value::I32(2)])),
+            ("at".into(), Value::Timestamp(1_700_000_000_000)),
+            ("raw".into(), Value::Bytes(Bytes::from_static(&[0x00, 0xC1, 0xA1]))),
+        ];
+        let back = round_trip(&env);
+        assert_eq!(back.properties, env.properties);
+        assert_eq!(back.headers, env.headers);
+        assert_eq!(back.body, env.body);
+    }
+
+    #[test]
+    fn header_text_is_readable_by_any_consumer() {
+        let mut env = Envelope::default();
+        env.headers = vec![
+            ("temp".into(), Value::I32(21)),
+            ("ok".into(), Value::Bool(true)),
+            ("deviceId".into(), Value::String("dev-1".into())),
+            ("maybe".into(), Value::Null),
+        ];
+        let encoded = encode(&env);
+        let got: Vec<(String, Option<Vec<u8>>)> = encoded
+            .headers
+            .iter()
+            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+            .collect();
+        assert_eq!(got[0], ("temp".into(), Some(b"21".to_vec())));
+        assert_eq!(got[1], ("ok".into(), Some(b"true".to_vec())));
+        assert_eq!(got[2], ("deviceId".into(), Some(b"dev-1".to_vec())));
+        assert_eq!(got[3], ("maybe".into(), None));
+        assert_eq!(got[4].0, TYPES_HEADER);
+    }
+
+    #[test]
+    fn a_null_value_is_not_an_empty_one() {
+        let env = decode::<BorrowedHeaders>(
+            None,
+            None,
+            RecordFacts { topic: "t", partition: 0, offset: 0, key: None, timestamp: Timestamp::CreateTime(5) },
+        );
+        assert!(env.body_is_null);
+        assert_eq!(env.properties.creation_time_ms, Some(5));
+        assert_eq!(env.properties.durable, Some(true));
+    }
+}
