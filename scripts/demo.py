@@ -16,7 +16,13 @@ import uuid
 from datetime import datetime, timezone
 
 import pika
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import (
+    TIMESTAMP_CREATE_TIME,
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    Producer,
+)
 
 RABBIT_URL = os.environ.get("RABBIT_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 KAFKA_BROKERS = os.environ.get("KAFKA_BROKERS", "127.0.0.1:9092")
@@ -46,7 +52,7 @@ def heading(text):
 
 
 def field(name, value, indent=2):
-    print(f"{' ' * indent}{name:<13} {value}")
+    print(f"{' ' * indent}{name:<16} {value}")
 
 
 def text(value):
@@ -128,12 +134,15 @@ def consume_orders():
     finally:
         consumer.close()
 
+    order_of = {doc["order"]: i for i, (_, doc) in enumerate(ORDERS)}
+    got.sort(key=lambda m: order_of.get(json.loads(m.value()).get("order"), len(ORDERS)))
     for msg in got:
         ts_type, ts = msg.timestamp()
         print()
         field("topic", f"{msg.topic()} [partition {msg.partition()}, offset {msg.offset()}]")
         field("key", text(msg.key()))
-        field("timestamp", f"{ts} ({fmt_ts(ts)})" if ts_type else "(none)")
+        kind = {TIMESTAMP_CREATE_TIME: "create time", TIMESTAMP_LOG_APPEND_TIME: "log append time"}
+        field("timestamp", f"{ts} ({fmt_ts(ts)}, {kind[ts_type]})" if ts_type in kind else "(none)")
         for name, value in msg.headers() or []:
             field("header", f"{name}={text(value)}")
         field("body", text(msg.value()))

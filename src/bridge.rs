@@ -63,6 +63,11 @@ impl Bridge {
         // A short queue between the source and the loop: the in-flight permits, not this
         // channel, bound the work; the channel only decouples the two tasks.
         let (tx, mut rx) = mpsc::channel(64);
+        for sink in std::iter::once(&self.sink).chain(self.dead_letter.as_ref().map(|dl| &dl.sink)) {
+            if let Err(error) = sink.prepare().await {
+                tracing::warn!(bridge = %self.name, %error, "Sink not reachable yet; retrying with the first message");
+            }
+        }
         let source = tokio::spawn(self.source.run(tx, stop.clone(), drained.clone()));
         let permits = Arc::new(Semaphore::new(self.max_in_flight));
         let shared = Arc::new(Shared {

@@ -52,6 +52,12 @@ pub trait Sink: Send + Sync {
     /// returned future resolves when the broker confirmed or refused it.
     async fn emit(&self, envelope: &Envelope, route: &Route) -> Result<Pending, DeliveryError>;
 
+    /// Connects ahead of the first message, so readiness reflects the sink. A failure is
+    /// only reported: the first emit connects again.
+    async fn prepare(&self) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+
     /// Waits until everything queued was confirmed or failed, up to `deadline`.
     async fn flush(&self, deadline: std::time::Duration);
 }

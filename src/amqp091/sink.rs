@@ -100,9 +100,14 @@ impl Sink for Amqp091Sink {
         }))
     }
 
+    async fn prepare(&self) -> Result<(), DeliveryError> {
+        self.channel().await.map(|_| ())
+    }
+
     async fn flush(&self, _deadline: std::time::Duration) {
         // Every publish is awaited by its bridge task; nothing is buffered here. Close cleanly.
-        if let Some((connection, _)) = self.session.lock().await.take() {
+        if let Some((connection, channel)) = self.session.lock().await.take() {
+            let _ = channel.close(200, "portico shutting down".into()).await;
             let _ = connection.close(200, "portico shutting down".into()).await;
         }
     }

@@ -14,8 +14,8 @@ pub async fn declare(url: &SecretUrl, declare: &DeclareFile) -> Result<(), Strin
         return Ok(());
     }
     let connection = super::connect(url, "topology").await?;
+    let channel = connection.create_channel().await.map_err(|e| e.to_string())?;
     let result = async {
-        let channel = connection.create_channel().await.map_err(|e| e.to_string())?;
         for exchange in &declare.exchanges {
             let kind = match exchange.kind.as_str() {
                 "direct" => ExchangeKind::Direct,
@@ -56,6 +56,7 @@ pub async fn declare(url: &SecretUrl, declare: &DeclareFile) -> Result<(), Strin
         Ok(())
     }
     .await;
+    let _ = channel.close(200, "declared".into()).await;
     let _ = connection.close(200, "declared".into()).await;
     result
 }

@@ -93,12 +93,13 @@ fn parse(text: &str) -> Result<File, Problem> {
         let path = error.path().to_string();
         let inner = error.into_inner();
         let (line, column) = inner.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
-        // serde_yaml_ng prefixes its message with the path and position; keep only the cause.
-        let message = inner.to_string();
-        let message = message.split_once(": ").filter(|_| path != ".").map_or(message.clone(), |(head, tail)| {
-            if head.contains(&path) { tail.to_owned() } else { message.clone() }
-        });
-        let message = strip_location(&message);
+        // serde_yaml_ng prefixes its message with the path of the enclosing node and ends it
+        // with the position; both are printed separately.
+        let message = strip_location(&inner.to_string());
+        let message = match message.split_once(": ") {
+            Some((head, tail)) if path.starts_with(head) => tail.to_owned(),
+            _ => message,
+        };
         Problem { line, column, path: if path == "." { String::new() } else { path }, message }
     })
 }
@@ -202,7 +203,7 @@ impl Checker {
         if present {
             self.problem(
                 format!("{path}.{field}"),
-                format!("`{field}` does not apply to a {protocol} connection (use `{instead}`)"),
+                format!("`{field}` does not apply to {protocol} connections (use `{instead}`)"),
             );
         }
     }
@@ -308,7 +309,17 @@ impl Checker {
     }
 
     fn sink(&mut self, path: &str, sink: SinkFile, connections: &BTreeMap<String, ConnectionModel>) -> Option<SinkModel> {
-        let conn = self.connection_of(path, &sink.connection, connections)?;
+        let Some(conn) = self.connection_of(path, &sink.connection, connections) else {
+            // Still check the templates, so that one run reports every problem.
+            for (field, template) in
+                [("exchange", &sink.exchange), ("routing_key", &sink.routing_key), ("topic", &sink.topic), ("key", &sink.key)]
+            {
+                if let Some(template) = template {
+                    self.template(&format!("{path}.{field}"), template);
+                }
+            }
+            return None;
+        };
         match conn.protocol {
             Protocol::Amqp091 => {
                 self.forbid(path, "topic", sink.topic.is_some(), "amqp091", "exchange and routing_key");
