@@ -19,11 +19,12 @@ pub async fn run(model: Model) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new()?);
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
-    let listener = http::bind(&model.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} for /metrics: {e}; set telemetry.listen", model.listen))?;
+    let listener = http::bind(&model.listen).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {} for /metrics: {e}; set telemetry.listen", model.listen)
+    })?;
     tracing::info!(listen = %model.listen, "Serving /metrics, /healthz and /readyz");
-    let telemetry = tokio::spawn(http::serve(listener, metrics.clone(), health.clone(), shutdown.clone()));
+    let telemetry =
+        tokio::spawn(http::serve(listener, metrics.clone(), health.clone(), shutdown.clone()));
 
     let declared = declare_all(&model, &health, &shutdown);
     let mut producers: HashMap<String, KafkaSink> = HashMap::new();
@@ -52,7 +53,8 @@ pub async fn run(model: Model) -> anyhow::Result<()> {
             metrics: metrics.bridge(&name),
             health: health.clone(),
         };
-        let waits: Vec<_> = connections_of(bridge).filter_map(|c| declared.get(c).cloned()).collect();
+        let waits: Vec<_> =
+            connections_of(bridge).filter_map(|c| declared.get(c).cloned()).collect();
         let (shutdown, deadline) = (shutdown.clone(), model.shutdown_timeout);
         tasks.push(tokio::spawn(async move {
             for done in waits {
@@ -97,7 +99,11 @@ fn connections_of(bridge: &crate::config::BridgeModel) -> impl Iterator<Item = &
 
 /// Declares each connection's topology in the background, retrying until the broker is
 /// there. Returns, per connection, a token that fires once its declarations succeeded.
-fn declare_all(model: &Model, health: &Arc<Health>, shutdown: &CancellationToken) -> HashMap<String, CancellationToken> {
+fn declare_all(
+    model: &Model,
+    health: &Arc<Health>,
+    shutdown: &CancellationToken,
+) -> HashMap<String, CancellationToken> {
     let mut done = HashMap::new();
     for (name, connection) in &model.connections {
         let token = CancellationToken::new();
@@ -105,7 +111,8 @@ fn declare_all(model: &Model, health: &Arc<Health>, shutdown: &CancellationToken
         let part = format!("connection {name} topology");
         health.register(&part);
         let (health, shutdown) = (health.clone(), shutdown.clone());
-        let (amqp, kafka, declare) = (connection.amqp091.clone(), connection.kafka.clone(), connection.declare.clone());
+        let (amqp, kafka, declare) =
+            (connection.amqp091.clone(), connection.kafka.clone(), connection.declare.clone());
         let name = name.clone();
         tokio::spawn(async move {
             let mut backoff = Backoff::reconnect();
@@ -164,9 +171,12 @@ fn build_sink(
     producers: &mut HashMap<String, KafkaSink>,
 ) -> anyhow::Result<Arc<dyn Sink>> {
     Ok(match model {
-        SinkModel::Amqp091 { connection, persistence, .. } => {
-            Arc::new(Amqp091Sink::new(role.to_owned(), connection.url.clone(), *persistence, health.clone()))
-        }
+        SinkModel::Amqp091 { connection, persistence, .. } => Arc::new(Amqp091Sink::new(
+            role.to_owned(),
+            connection.url.clone(),
+            *persistence,
+            health.clone(),
+        )),
         SinkModel::Kafka { connection, .. } => {
             let sink = match producers.get(&connection.name) {
                 Some(sink) => sink.clone(),

@@ -63,7 +63,8 @@ impl Bridge {
         // A short queue between the source and the loop: the in-flight permits, not this
         // channel, bound the work; the channel only decouples the two tasks.
         let (tx, mut rx) = mpsc::channel(64);
-        for sink in std::iter::once(&self.sink).chain(self.dead_letter.as_ref().map(|dl| &dl.sink)) {
+        for sink in std::iter::once(&self.sink).chain(self.dead_letter.as_ref().map(|dl| &dl.sink))
+        {
             if let Err(error) = sink.prepare().await {
                 tracing::warn!(bridge = %self.name, %error, "Sink not reachable yet; retrying with the first message");
             }
@@ -134,7 +135,12 @@ impl Shared {
         let route = match route.resolve(&work.received.envelope) {
             Ok(route) => route,
             Err(error) => {
-                let failure = Failure { stage: Stage::Translate, reason: error.reason(), error: error.to_string(), attempts: 1 };
+                let failure = Failure {
+                    stage: Stage::Translate,
+                    reason: error.reason(),
+                    error: error.to_string(),
+                    attempts: 1,
+                };
                 tokio::spawn(async move { self.dead_letter(work, failure).await });
                 return;
             }
@@ -144,8 +150,14 @@ impl Shared {
     }
 
     /// Waits for the confirmation, retrying transient failures, then settles.
-    async fn complete(self: Arc<Self>, mut work: Work, route: Route, emitted: Result<Pending, DeliveryError>) {
-        let mut backoff = Backoff::new(self.retry.initial_backoff, self.retry.max_backoff, self.retry.multiplier);
+    async fn complete(
+        self: Arc<Self>,
+        mut work: Work,
+        route: Route,
+        emitted: Result<Pending, DeliveryError>,
+    ) {
+        let mut backoff =
+            Backoff::new(self.retry.initial_backoff, self.retry.max_backoff, self.retry.multiplier);
         let mut outcome = match emitted {
             Ok(pending) => pending.await,
             Err(error) => Err(error),
@@ -157,7 +169,12 @@ impl Shared {
                 Err(error) => error,
             };
             if error.disposition() == Disposition::DeadLetter {
-                let failure = Failure { stage: Stage::Deliver, reason: error.reason(), error: error.to_string(), attempts: work.attempts };
+                let failure = Failure {
+                    stage: Stage::Deliver,
+                    reason: error.reason(),
+                    error: error.to_string(),
+                    attempts: work.attempts,
+                };
                 return self.dead_letter(work, failure).await;
             }
             self.metrics.retries.inc();
@@ -208,7 +225,11 @@ impl Shared {
                 "Message cannot be delivered; dead-lettering it");
         }
         if let Some(dl) = &self.dead_letter {
-            let mut backoff = Backoff::new(self.retry.initial_backoff, self.retry.max_backoff, self.retry.multiplier);
+            let mut backoff = Backoff::new(
+                self.retry.initial_backoff,
+                self.retry.max_backoff,
+                self.retry.multiplier,
+            );
             loop {
                 match dl.send(&work.received.envelope, &failure, &self.name).await {
                     Ok(()) => {

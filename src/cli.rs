@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "portico", version, about = "Bridges messages between AMQP 0-9-1 and Kafka without losing a field")]
+#[command(
+    name = "portico",
+    version,
+    about = "Bridges messages between AMQP 0-9-1 and Kafka without losing a field"
+)]
 pub struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]

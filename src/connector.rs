@@ -39,7 +39,12 @@ pub trait Settle: Send {
 pub trait Source: Send {
     /// `drained` fires once the bridge settled (or gave up on) every message it took, so a
     /// source can keep what settling needs (a channel, a consumer) open until then.
-    async fn run(self: Box<Self>, tx: mpsc::Sender<Received>, shutdown: CancellationToken, drained: CancellationToken);
+    async fn run(
+        self: Box<Self>,
+        tx: mpsc::Sender<Received>,
+        shutdown: CancellationToken,
+        drained: CancellationToken,
+    );
 }
 
 /// A confirmation still on its way from the broker.

@@ -51,7 +51,12 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// Publishes the dead letter and waits for the broker's confirmation.
-    pub async fn send(&self, original: &Envelope, failure: &Failure, bridge: &str) -> Result<(), DeliveryError> {
+    pub async fn send(
+        &self,
+        original: &Envelope,
+        failure: &Failure,
+        bridge: &str,
+    ) -> Result<(), DeliveryError> {
         let letter = letter(original, failure, bridge);
         let route = self
             .route
@@ -84,15 +89,27 @@ mod tests {
 
     #[test]
     fn a_dead_letter_keeps_the_original_and_says_why() {
-        let mut original = Envelope { body: bytes::Bytes::from_static(b"payload"), ..Envelope::default() };
+        let mut original =
+            Envelope { body: bytes::Bytes::from_static(b"payload"), ..Envelope::default() };
         original.origin.queue = Some("orders".into());
         original.headers.push(("h".into(), Value::I32(1)));
-        let failure = Failure { stage: Stage::Translate, reason: "template value missing", error: "e".into(), attempts: 1 };
+        let failure = Failure {
+            stage: Stage::Translate,
+            reason: "template value missing",
+            error: "e".into(),
+            attempts: 1,
+        };
         let letter = letter(&original, &failure, "b1");
         assert_eq!(letter.body, original.body);
         assert_eq!(letter.headers[0], original.headers[0]);
-        assert_eq!(letter.header(header::REASON), Some(&Value::String("template value missing".into())));
-        assert_eq!(letter.header(header::SOURCE), Some(&Value::String("amqp091:queue/orders".into())));
+        assert_eq!(
+            letter.header(header::REASON),
+            Some(&Value::String("template value missing".into()))
+        );
+        assert_eq!(
+            letter.header(header::SOURCE),
+            Some(&Value::String("amqp091:queue/orders".into()))
+        );
         assert_eq!(letter.header(header::STAGE), Some(&Value::String("translate".into())));
     }
 }

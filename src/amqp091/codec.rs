@@ -9,7 +9,9 @@
 
 use bytes::Bytes;
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortString};
+use lapin::types::{
+    AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortString,
+};
 
 use crate::config::Persistence;
 use crate::connector::DeliveryError;
@@ -69,7 +71,11 @@ pub fn decode(body: Vec<u8>, props: &BasicProperties, facts: DeliveryFacts<'_>) 
 ///
 /// `user` is the connection's user name: RabbitMQ refuses a `user_id` that differs from it,
 /// so any other user id travels in the `amqp.user-id` header.
-pub fn encode(envelope: &Envelope, persistence: Persistence, user: &str) -> Result<BasicProperties, DeliveryError> {
+pub fn encode(
+    envelope: &Envelope,
+    persistence: Persistence,
+    user: &str,
+) -> Result<BasicProperties, DeliveryError> {
     let p = &envelope.properties;
     let mut headers = FieldTable::default();
     let mut props = BasicProperties::default();
@@ -133,7 +139,9 @@ pub fn encode(envelope: &Envelope, persistence: Persistence, user: &str) -> Resu
     if let Some(ms) = p.creation_time_ms {
         props = props.with_timestamp(u64::try_from(ms.div_euclid(1000)).unwrap_or(0));
     }
-    for (name, value) in [("amqp.subject", &p.subject), ("amqp.to", &p.to), ("amqp.group-id", &p.group_id)] {
+    for (name, value) in
+        [("amqp.subject", &p.subject), ("amqp.to", &p.to), ("amqp.group-id", &p.group_id)]
+    {
         if let Some(value) = value {
             overflow.push((name, AMQPValue::LongString(LongString::from(value.as_str()))));
         }
@@ -178,7 +186,9 @@ enum IdOut {
 
 fn encode_id(id: Option<&MessageId>) -> Option<IdOut> {
     let text = match id? {
-        MessageId::Binary(b) => return Some(IdOut::Header(AMQPValue::ByteArray(ByteArray::from(b.to_vec())))),
+        MessageId::Binary(b) => {
+            return Some(IdOut::Header(AMQPValue::ByteArray(ByteArray::from(b.to_vec()))));
+        }
         other => other.to_text(),
     };
     Some(match ShortString::try_new(text.clone()) {
@@ -234,11 +244,13 @@ pub fn from_amqp(value: &AMQPValue) -> Value {
             Ok(text) => Value::String(text.to_owned()),
             Err(_) => Value::Bytes(Bytes::copy_from_slice(s.as_bytes())),
         },
-        AMQPValue::FieldArray(items) => Value::List(items.as_slice().iter().map(from_amqp).collect()),
-        AMQPValue::Timestamp(s) => Value::Timestamp(seconds_to_ms(*s).unwrap_or(i64::MAX)),
-        AMQPValue::FieldTable(t) => {
-            Value::Map(t.inner().iter().map(|(k, v)| (k.as_str().to_owned(), from_amqp(v))).collect())
+        AMQPValue::FieldArray(items) => {
+            Value::List(items.as_slice().iter().map(from_amqp).collect())
         }
+        AMQPValue::Timestamp(s) => Value::Timestamp(seconds_to_ms(*s).unwrap_or(i64::MAX)),
+        AMQPValue::FieldTable(t) => Value::Map(
+            t.inner().iter().map(|(k, v)| (k.as_str().to_owned(), from_amqp(v))).collect(),
+        ),
         AMQPValue::ByteArray(b) => Value::Bytes(Bytes::copy_from_slice(b.as_slice())),
         AMQPValue::Void => Value::Null,
     }
@@ -268,11 +280,13 @@ pub fn to_amqp(value: &Value) -> Result<AMQPValue, DeliveryError> {
         }
         Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
         Value::Bytes(b) => AMQPValue::ByteArray(ByteArray::from(b.to_vec())),
-        Value::Timestamp(ms) => AMQPValue::Timestamp(u64::try_from(ms.div_euclid(1000)).unwrap_or(0)),
-        Value::Uuid(u) => AMQPValue::LongString(LongString::from(u.to_string())),
-        Value::List(items) => {
-            AMQPValue::FieldArray(FieldArray::from(items.iter().map(to_amqp).collect::<Result<Vec<_>, _>>()?))
+        Value::Timestamp(ms) => {
+            AMQPValue::Timestamp(u64::try_from(ms.div_euclid(1000)).unwrap_or(0))
         }
+        Value::Uuid(u) => AMQPValue::LongString(LongString::from(u.to_string())),
+        Value::List(items) => AMQPValue::FieldArray(FieldArray::from(
+            items.iter().map(to_amqp).collect::<Result<Vec<_>, _>>()?,
+        )),
         Value::Map(entries) => {
             let mut table = FieldTable::default();
             for (k, v) in entries {
@@ -338,16 +352,25 @@ mod tests {
 
     #[test]
     fn unsigned_integers_widen_to_the_next_signed_type() {
-        assert_eq!(to_amqp(&Value::U32(4_000_000_000)).ok(), Some(AMQPValue::LongLongInt(4_000_000_000)));
+        assert_eq!(
+            to_amqp(&Value::U32(4_000_000_000)).ok(),
+            Some(AMQPValue::LongLongInt(4_000_000_000))
+        );
         assert_eq!(to_amqp(&Value::I16(7)).ok(), Some(AMQPValue::ShortInt(7)));
         assert_eq!(to_amqp(&Value::F32(1.5)).ok(), Some(AMQPValue::Float(1.5)));
-        assert_eq!(to_amqp(&Value::U64(u64::MAX)).ok(), Some(AMQPValue::LongString(u64::MAX.to_string().into())));
+        assert_eq!(
+            to_amqp(&Value::U64(u64::MAX)).ok(),
+            Some(AMQPValue::LongString(u64::MAX.to_string().into()))
+        );
     }
 
     #[test]
     fn non_utf8_long_strings_become_bytes() {
         let raw = vec![0x00, 0x53, 0x74, 0xC1, 0x07];
-        assert_eq!(from_amqp(&AMQPValue::LongString(raw.clone().into())), Value::Bytes(Bytes::from(raw)));
+        assert_eq!(
+            from_amqp(&AMQPValue::LongString(raw.clone().into())),
+            Value::Bytes(Bytes::from(raw))
+        );
     }
 
     #[test]

@@ -19,11 +19,9 @@ use crate::config::{SecretUrl, secret::redact};
 
 /// Opens a connection named after its role, so the broker's management UI tells them apart.
 async fn connect(url: &SecretUrl, role: &str) -> Result<Connection, String> {
-    let properties = ConnectionProperties::default()
-        .with_connection_name(format!("portico {role}").into());
-    Connection::connect(url.expose(), properties)
-        .await
-        .map_err(|e| redact(&e.to_string()))
+    let properties =
+        ConnectionProperties::default().with_connection_name(format!("portico {role}").into());
+    Connection::connect(url.expose(), properties).await.map_err(|e| redact(&e.to_string()))
 }
 
 /// The user name in an AMQP URL (`guest` when none is given, as the client assumes).

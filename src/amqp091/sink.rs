@@ -1,8 +1,8 @@
 //! Publishing to AMQP 0-9-1 with publisher confirms.
 
 use async_trait::async_trait;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
 use lapin::{Channel, Connection};
 use std::sync::Arc;
@@ -26,7 +26,12 @@ pub struct Amqp091Sink {
 }
 
 impl Amqp091Sink {
-    pub fn new(role: String, url: SecretUrl, persistence: Persistence, health: Arc<Health>) -> Amqp091Sink {
+    pub fn new(
+        role: String,
+        url: SecretUrl,
+        persistence: Persistence,
+        health: Arc<Health>,
+    ) -> Amqp091Sink {
         let user = super::user_of(&url);
         Amqp091Sink { role, url, user, persistence, health, session: Mutex::new(None) }
     }
@@ -42,7 +47,10 @@ impl Amqp091Sink {
         let opened = async {
             let connection = super::connect(&self.url, &self.role).await?;
             let channel = connection.create_channel().await.map_err(|e| e.to_string())?;
-            channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
             Ok::<_, String>((connection, channel))
         };
         match opened.await {
@@ -65,14 +73,21 @@ impl Amqp091Sink {
 impl Sink for Amqp091Sink {
     async fn emit(&self, envelope: &Envelope, route: &Route) -> Result<Pending, DeliveryError> {
         let Route::Amqp091 { exchange, routing_key } = route else {
-            return Err(DeliveryError::Encode(format!("an AMQP 0-9-1 sink cannot publish to {route:?}")));
+            return Err(DeliveryError::Encode(format!(
+                "an AMQP 0-9-1 sink cannot publish to {route:?}"
+            )));
         };
         let properties = codec::encode(envelope, self.persistence, &self.user)?;
         let channel = self.channel().await?;
         // Both were checked to fit a short string when the route was resolved.
-        let (exchange, routing_key) = match (ShortString::try_new(exchange.as_str()), ShortString::try_new(routing_key.as_str())) {
+        let (exchange, routing_key) = match (
+            ShortString::try_new(exchange.as_str()),
+            ShortString::try_new(routing_key.as_str()),
+        ) {
             (Ok(e), Ok(k)) => (e, k),
-            _ => return Err(DeliveryError::Encode("exchange or routing key over 255 bytes".into())),
+            _ => {
+                return Err(DeliveryError::Encode("exchange or routing key over 255 bytes".into()));
+            }
         };
         // mandatory: an unroutable message comes back as basic.return instead of vanishing.
         let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
@@ -116,9 +131,8 @@ impl Sink for Amqp091Sink {
 /// A channel closed by the broker says why; a missing exchange will not appear by retrying.
 fn classify(error: &str) -> DeliveryError {
     let error = redact(error);
-    if error.contains("NOT_FOUND") || error.contains("no exchange") {
-        DeliveryError::Refused(error)
-    } else if error.contains("PRECONDITION_FAILED") || error.contains("ACCESS_REFUSED") {
+    let refused = ["NOT_FOUND", "no exchange", "PRECONDITION_FAILED", "ACCESS_REFUSED"];
+    if refused.iter().any(|r| error.contains(r)) {
         DeliveryError::Refused(error)
     } else {
         DeliveryError::Disconnected(error)

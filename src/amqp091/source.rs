@@ -2,9 +2,11 @@
 
 use async_trait::async_trait;
 use futures::StreamExt as _;
-use lapin::Connection;
 use lapin::Acker;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::Connection;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+};
 use lapin::types::FieldTable;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -32,7 +34,12 @@ enum End {
 
 #[async_trait]
 impl Source for Amqp091Source {
-    async fn run(self: Box<Self>, tx: mpsc::Sender<Received>, shutdown: CancellationToken, drained: CancellationToken) {
+    async fn run(
+        self: Box<Self>,
+        tx: mpsc::Sender<Received>,
+        shutdown: CancellationToken,
+        drained: CancellationToken,
+    ) {
         let part = format!("{} source", self.bridge);
         let mut backoff = Backoff::reconnect();
         loop {
@@ -78,7 +85,12 @@ impl Amqp091Source {
             channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
             let tag = format!("portico-{}", self.bridge);
             channel
-                .basic_consume(self.queue.as_str().into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+                .basic_consume(
+                    self.queue.as_str().into(),
+                    tag.into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
                 .await
         };
         let mut consumer = match consumer.await {

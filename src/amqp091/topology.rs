@@ -1,8 +1,8 @@
 //! Declaring exchanges, queues and bindings listed under a connection's `declare:`.
 
+use lapin::ExchangeKind;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::ExchangeKind;
 
 use crate::config::SecretUrl;
 use crate::config::file::DeclareFile;
@@ -24,7 +24,8 @@ pub async fn declare(url: &SecretUrl, declare: &DeclareFile) -> Result<(), Strin
                 "headers" => ExchangeKind::Headers,
                 other => ExchangeKind::Custom(other.to_owned()),
             };
-            let options = ExchangeDeclareOptions { durable: exchange.durable, ..Default::default() };
+            let options =
+                ExchangeDeclareOptions { durable: exchange.durable, ..Default::default() };
             channel
                 .exchange_declare(short(&exchange.name)?, kind, options, FieldTable::default())
                 .await
@@ -50,7 +51,9 @@ pub async fn declare(url: &SecretUrl, declare: &DeclareFile) -> Result<(), Strin
                         FieldTable::default(),
                     )
                     .await
-                    .map_err(|e| format!("binding {:?} → {:?}: {e}", binding.exchange, queue.name))?;
+                    .map_err(|e| {
+                        format!("binding {:?} → {:?}: {e}", binding.exchange, queue.name)
+                    })?;
             }
         }
         Ok(())
@@ -72,6 +75,8 @@ fn argument(value: &serde_yaml_ng::Value) -> Result<AMQPValue, String> {
         Y::Number(n) if n.is_i64() => AMQPValue::LongLongInt(n.as_i64().unwrap_or_default()),
         Y::Number(n) => AMQPValue::Double(n.as_f64().unwrap_or_default()),
         Y::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
-        other => return Err(format!("queue argument {other:?}: use a number, a string or a boolean")),
+        other => {
+            return Err(format!("queue argument {other:?}: use a number, a string or a boolean"));
+        }
     })
 }

@@ -11,7 +11,10 @@ pub struct EnvError {
 
 /// Expands every `${NAME}` / `${NAME:-default}` in `text` using `lookup`. `$${` is a literal
 /// `${`. Expanded values may not contain a newline, so line numbers stay those of the file.
-pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, Vec<EnvError>> {
+pub fn expand(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, Vec<EnvError>> {
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     for (index, line) in text.split_inclusive('\n').enumerate() {
@@ -26,7 +29,8 @@ pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
                 continue;
             }
             out.push_str(&rest[..at]);
-            let error = |message: String| EnvError { line: index + 1, column: column + at, message };
+            let error =
+                |message: String| EnvError { line: index + 1, column: column + at, message };
             let Some(end) = rest[at..].find('}') else {
                 errors.push(error("unclosed '${': add the closing '}'".to_owned()));
                 rest = "";

@@ -71,10 +71,17 @@ pub fn load_str(
 ) -> Result<Model, ConfigError> {
     let fail = |problems| ConfigError { file: file.to_owned(), problems };
     let text = env::expand(text, lookup).map_err(|errors| {
-        fail(errors
-            .into_iter()
-            .map(|e| Problem { line: e.line, column: e.column, path: String::new(), message: e.message })
-            .collect())
+        fail(
+            errors
+                .into_iter()
+                .map(|e| Problem {
+                    line: e.line,
+                    column: e.column,
+                    path: String::new(),
+                    message: e.message,
+                })
+                .collect(),
+        )
     })?;
     let parsed = parse(&text).map_err(|p| fail(vec![p]))?;
     let mut checker = Checker { positions: Positions::index(&text), problems: Vec::new() };
@@ -119,7 +126,12 @@ struct Checker {
 impl Checker {
     fn problem(&mut self, path: String, message: impl Into<String>) {
         let at = self.positions.of(&path);
-        self.problems.push(Problem { line: at.line, column: at.column, path, message: message.into() });
+        self.problems.push(Problem {
+            line: at.line,
+            column: at.column,
+            path,
+            message: message.into(),
+        });
     }
 
     fn model(&mut self, file: File) -> Model {
@@ -139,7 +151,10 @@ impl Checker {
         for (i, bridge) in file.bridges.into_iter().enumerate() {
             let path = format!("bridges[{i}]");
             if !names.insert(bridge.name.clone()) {
-                self.problem(format!("{path}.name"), format!("duplicate bridge name {:?}", bridge.name));
+                self.problem(
+                    format!("{path}.name"),
+                    format!("duplicate bridge name {:?}", bridge.name),
+                );
             }
             used.insert(bridge.source.connection.clone());
             used.insert(bridge.sink.connection.clone());
@@ -161,7 +176,12 @@ impl Checker {
         }
     }
 
-    fn connection(&mut self, path: &str, name: &str, conn: super::file::ConnectionFile) -> ConnectionModel {
+    fn connection(
+        &mut self,
+        path: &str,
+        name: &str,
+        conn: super::file::ConnectionFile,
+    ) -> ConnectionModel {
         let mut model = ConnectionModel {
             protocol: conn.protocol,
             amqp091: None,
@@ -172,27 +192,50 @@ impl Checker {
             Protocol::Amqp091 => {
                 self.forbid(path, "brokers", conn.brokers.is_some(), "amqp091", "url");
                 self.forbid(path, "options", !conn.options.is_empty(), "amqp091", "url");
-                self.forbid(path, "declare.topics", !model.declare.topics.is_empty(), "amqp091", "declare.queues");
+                self.forbid(
+                    path,
+                    "declare.topics",
+                    !model.declare.topics.is_empty(),
+                    "amqp091",
+                    "declare.queues",
+                );
                 match conn.url {
-                    Some(url) if url.expose().starts_with("amqp://") || url.expose().starts_with("amqps://") => {
+                    Some(url)
+                        if url.expose().starts_with("amqp://")
+                            || url.expose().starts_with("amqps://") =>
+                    {
                         model.amqp091 = Some(Amqp091Connection { name: name.to_owned(), url })
                     }
                     Some(url) => self.problem(
                         format!("{path}.url"),
-                        format!("{} is not an AMQP URL: write amqp://user:pass@host:5672/vhost", url.redacted()),
+                        format!(
+                            "{} is not an AMQP URL: write amqp://user:pass@host:5672/vhost",
+                            url.redacted()
+                        ),
                     ),
-                    None => self.problem(path.to_owned(), "missing field `url` (amqp://user:pass@host:5672/vhost)"),
+                    None => self.problem(
+                        path.to_owned(),
+                        "missing field `url` (amqp://user:pass@host:5672/vhost)",
+                    ),
                 }
             }
             Protocol::Kafka => {
                 self.forbid(path, "url", conn.url.is_some(), "kafka", "brokers");
-                let queues = !model.declare.queues.is_empty() || !model.declare.exchanges.is_empty();
+                let queues =
+                    !model.declare.queues.is_empty() || !model.declare.exchanges.is_empty();
                 self.forbid(path, "declare.queues", queues, "kafka", "declare.topics");
                 match conn.brokers.filter(|b| !b.trim().is_empty()) {
                     Some(brokers) => {
-                        model.kafka = Some(KafkaConnection { name: name.to_owned(), brokers, options: conn.options })
+                        model.kafka = Some(KafkaConnection {
+                            name: name.to_owned(),
+                            brokers,
+                            options: conn.options,
+                        })
                     }
-                    None => self.problem(path.to_owned(), "missing field `brokers` (host:9092[,host:9092])"),
+                    None => self.problem(
+                        path.to_owned(),
+                        "missing field `brokers` (host:9092[,host:9092])",
+                    ),
                 }
             }
         }
@@ -216,7 +259,8 @@ impl Checker {
     ) -> Option<BridgeModel> {
         let source = self.source(&format!("{path}.source"), bridge.source, connections);
         let sink = self.sink(&format!("{path}.sink"), bridge.sink, connections);
-        let dead_letter = bridge.dead_letter.map(|dl| self.sink(&format!("{path}.dead_letter"), dl, connections));
+        let dead_letter =
+            bridge.dead_letter.map(|dl| self.sink(&format!("{path}.dead_letter"), dl, connections));
         let retry = RetryModel {
             initial_backoff: bridge.retry.initial_backoff.0,
             max_backoff: bridge.retry.max_backoff.0,
@@ -227,7 +271,7 @@ impl Checker {
         }
         let source = source?;
         let default_in_flight = match &source {
-            SourceModel::Amqp091 { prefetch, .. } => usize::from(*prefetch),
+            SourceModel::Amqp091 { prefetch, .. } => usize::from(*prefetch).max(1),
             SourceModel::Kafka { .. } => 1024,
         };
         let max_in_flight = bridge.max_in_flight.unwrap_or(default_in_flight);
@@ -273,47 +317,78 @@ impl Checker {
         let conn = self.connection_of(path, &source.connection, connections)?;
         match conn.protocol {
             Protocol::Amqp091 => {
-                for (field, present) in
-                    [("topics", source.topics.is_some()), ("group", source.group.is_some()), ("start", source.start.is_some())]
-                {
+                for (field, present) in [
+                    ("topics", source.topics.is_some()),
+                    ("group", source.group.is_some()),
+                    ("start", source.start.is_some()),
+                ] {
                     self.forbid(path, field, present, "amqp091", "queue");
                 }
                 let Some(queue) = source.queue else {
-                    self.problem(path.to_owned(), "missing field `queue`: the AMQP 0-9-1 queue to consume");
+                    self.problem(
+                        path.to_owned(),
+                        "missing field `queue`: the AMQP 0-9-1 queue to consume",
+                    );
                     return None;
                 };
                 let prefetch = source.prefetch.unwrap_or(DEFAULT_PREFETCH);
                 if prefetch == 0 {
-                    self.problem(format!("{path}.prefetch"), "must be at least 1: 0 means unlimited in AMQP 0-9-1");
+                    self.problem(
+                        format!("{path}.prefetch"),
+                        "must be at least 1: 0 means unlimited in AMQP 0-9-1",
+                    );
                 }
                 Some(SourceModel::Amqp091 { connection: conn.amqp091.clone()?, queue, prefetch })
             }
             Protocol::Kafka => {
                 self.forbid(path, "queue", source.queue.is_some(), "kafka", "topics");
-                self.forbid(path, "prefetch", source.prefetch.is_some(), "kafka", "max_in_flight on the bridge");
+                self.forbid(
+                    path,
+                    "prefetch",
+                    source.prefetch.is_some(),
+                    "kafka",
+                    "max_in_flight on the bridge",
+                );
                 let topics = source.topics.unwrap_or_default();
                 if topics.is_empty() {
-                    self.problem(path.to_owned(), "missing field `topics`: a list of Kafka topics to consume");
+                    self.problem(
+                        path.to_owned(),
+                        "missing field `topics`: a list of Kafka topics to consume",
+                    );
                 }
                 let Some(group) = source.group else {
-                    self.problem(path.to_owned(), "missing field `group`: the Kafka consumer group");
+                    self.problem(
+                        path.to_owned(),
+                        "missing field `group`: the Kafka consumer group",
+                    );
                     return None;
                 };
                 let start = source.start.unwrap_or_else(|| "earliest".to_owned());
                 if start != "earliest" && start != "latest" {
-                    self.problem(format!("{path}.start"), format!("{start:?}: use `earliest` or `latest`"));
+                    self.problem(
+                        format!("{path}.start"),
+                        format!("{start:?}: use `earliest` or `latest`"),
+                    );
                 }
                 Some(SourceModel::Kafka { connection: conn.kafka.clone()?, topics, group, start })
             }
         }
     }
 
-    fn sink(&mut self, path: &str, sink: SinkFile, connections: &BTreeMap<String, ConnectionModel>) -> Option<SinkModel> {
+    fn sink(
+        &mut self,
+        path: &str,
+        sink: SinkFile,
+        connections: &BTreeMap<String, ConnectionModel>,
+    ) -> Option<SinkModel> {
         let Some(conn) = self.connection_of(path, &sink.connection, connections) else {
             // Still check the templates, so that one run reports every problem.
-            for (field, template) in
-                [("exchange", &sink.exchange), ("routing_key", &sink.routing_key), ("topic", &sink.topic), ("key", &sink.key)]
-            {
+            for (field, template) in [
+                ("exchange", &sink.exchange),
+                ("routing_key", &sink.routing_key),
+                ("topic", &sink.topic),
+                ("key", &sink.key),
+            ] {
                 if let Some(template) = template {
                     self.template(&format!("{path}.{field}"), template);
                 }
@@ -322,10 +397,19 @@ impl Checker {
         };
         match conn.protocol {
             Protocol::Amqp091 => {
-                self.forbid(path, "topic", sink.topic.is_some(), "amqp091", "exchange and routing_key");
+                self.forbid(
+                    path,
+                    "topic",
+                    sink.topic.is_some(),
+                    "amqp091",
+                    "exchange and routing_key",
+                );
                 self.forbid(path, "key", sink.key.is_some(), "amqp091", "routing_key");
                 let Some(exchange) = sink.exchange else {
-                    self.problem(path.to_owned(), "missing field `exchange` (\"\" is the default exchange)");
+                    self.problem(
+                        path.to_owned(),
+                        "missing field `exchange` (\"\" is the default exchange)",
+                    );
                     return None;
                 };
                 let exchange = self.template(&format!("{path}.exchange"), &exchange);
@@ -338,13 +422,19 @@ impl Checker {
                     Some("always") => Persistence::Always,
                     Some("never") => Persistence::Never,
                     Some(other) => {
-                        self.problem(format!("{path}.persistent"), format!("{other:?}: use `source`, `always` or `never`"));
+                        self.problem(
+                            format!("{path}.persistent"),
+                            format!("{other:?}: use `source`, `always` or `never`"),
+                        );
                         Persistence::Source
                     }
                 };
                 Some(SinkModel::Amqp091 {
                     connection: conn.amqp091.clone()?,
-                    route: RouteTemplate::Amqp091 { exchange: exchange?, routing_key: routing_key? },
+                    route: RouteTemplate::Amqp091 {
+                        exchange: exchange?,
+                        routing_key: routing_key?,
+                    },
                     persistence,
                 })
             }
@@ -375,7 +465,11 @@ impl Checker {
 
     fn template(&mut self, path: &str, field: &TemplateFile) -> Option<Template> {
         let (source, default) = field.parts();
-        let at = if matches!(field, TemplateFile::WithDefault { .. }) { format!("{path}.template") } else { path.to_owned() };
+        let at = if matches!(field, TemplateFile::WithDefault { .. }) {
+            format!("{path}.template")
+        } else {
+            path.to_owned()
+        };
         match Template::parse(source, default.map(str::to_owned)) {
             Ok(template) => Some(template),
             Err(e) => {

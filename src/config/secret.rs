@@ -76,6 +76,9 @@ mod tests {
         assert!(!format!("{url:?}").contains("s3cret"));
         assert!(!format!("{url}").contains("s3cret"));
         assert_eq!(redact("amqp://host:5672"), "amqp://host:5672");
-        assert_eq!(redact("failed at amqps://u:p@h/v and more"), "failed at amqps://u:***@h/v and more");
+        assert_eq!(
+            redact("failed at amqps://u:p@h/v and more"),
+            "failed at amqps://u:***@h/v and more"
+        );
     }
 }

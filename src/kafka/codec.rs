@@ -119,7 +119,11 @@ pub struct RecordFacts<'a> {
 
 /// Decodes one record. Never fails: a header whose recorded type does not match its text is
 /// kept as it arrived (string or bytes) rather than dropped.
-pub fn decode<H: Headers>(payload: Option<&[u8]>, headers: Option<&H>, facts: RecordFacts<'_>) -> Envelope {
+pub fn decode<H: Headers>(
+    payload: Option<&[u8]>,
+    headers: Option<&H>,
+    facts: RecordFacts<'_>,
+) -> Envelope {
     let mut envelope = Envelope {
         body: payload.map(Bytes::copy_from_slice).unwrap_or_default(),
         body_is_null: payload.is_none(),
@@ -132,9 +136,8 @@ pub fn decode<H: Headers>(payload: Option<&[u8]>, headers: Option<&H>, facts: Re
         },
         ..Envelope::default()
     };
-    let raw: Vec<(&str, Option<&[u8]>)> = headers
-        .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
-        .unwrap_or_default();
+    let raw: Vec<(&str, Option<&[u8]>)> =
+        headers.map(|h| h.iter().map(|h| (h.key, h.value)).collect()).unwrap_or_default();
     let types: JsonMap<String, Json> = raw
         .iter()
         .rev()
@@ -223,7 +226,13 @@ mod tests {
         decode(
             Some(&envelope.body),
             Some(headers),
-            RecordFacts { topic: "t", partition: 0, offset: 7, key: None, timestamp: Timestamp::NotAvailable },
+            RecordFacts {
+                topic: "t",
+                partition: 0,
+                offset: 7,
+                key: None,
+                timestamp: Timestamp::NotAvailable,
+            },
         )
     }
 
@@ -255,13 +264,15 @@ mod tests {
 
     #[test]
     fn header_text_is_readable_by_any_consumer() {
-        let mut env = Envelope::default();
-        env.headers = vec![
-            ("temp".into(), Value::I32(21)),
-            ("ok".into(), Value::Bool(true)),
-            ("deviceId".into(), Value::String("dev-1".into())),
-            ("maybe".into(), Value::Null),
-        ];
+        let env = Envelope {
+            headers: vec![
+                ("temp".into(), Value::I32(21)),
+                ("ok".into(), Value::Bool(true)),
+                ("deviceId".into(), Value::String("dev-1".into())),
+                ("maybe".into(), Value::Null),
+            ],
+            ..Envelope::default()
+        };
         let encoded = encode(&env);
         let got: Vec<(String, Option<Vec<u8>>)> = encoded
             .headers
@@ -280,7 +291,13 @@ mod tests {
         let env = decode::<BorrowedHeaders>(
             None,
             None,
-            RecordFacts { topic: "t", partition: 0, offset: 0, key: None, timestamp: Timestamp::CreateTime(5) },
+            RecordFacts {
+                topic: "t",
+                partition: 0,
+                offset: 0,
+                key: None,
+                timestamp: Timestamp::CreateTime(5),
+            },
         );
         assert!(env.body_is_null);
         assert_eq!(env.properties.creation_time_ms, Some(5));

@@ -1,5 +1,7 @@
 //! Producing to Kafka: idempotent, `acks=all`, one producer per connection.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +17,10 @@ use crate::pipeline::{Envelope, Route};
 #[derive(Clone)]
 pub struct KafkaSink {
     producer: FutureProducer,
+    /// Topics seen to exist. librdkafka waits out `message.timeout.ms` on a missing topic
+    /// and then reports a timeout, indistinguishable from an outage; asking the broker once
+    /// per topic tells a missing topic (permanent) from a broker that is away (transient).
+    known_topics: Arc<Mutex<HashSet<String>>>,
 }
 
 impl KafkaSink {
@@ -35,8 +41,40 @@ impl KafkaSink {
                 ("message.timeout.ms", "30000"),
             ],
         );
-        let producer = config.create().map_err(|e| format!("invalid Kafka producer settings: {e}"))?;
-        Ok(KafkaSink { producer })
+        let producer =
+            config.create().map_err(|e| format!("invalid Kafka producer settings: {e}"))?;
+        Ok(KafkaSink { producer, known_topics: Arc::default() })
+    }
+
+    /// Fails when the broker says `topic` does not exist; passes when it exists or when the
+    /// broker cannot be asked (the send then waits for it like any other record).
+    async fn check_topic(&self, topic: &str) -> Result<(), DeliveryError> {
+        if self.known_topics.lock().map(|t| t.contains(topic)).unwrap_or(false) {
+            return Ok(());
+        }
+        let producer = self.producer.clone();
+        let name = topic.to_owned();
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(Some(&name), Duration::from_secs(5))
+        })
+        .await;
+        let Ok(Ok(metadata)) = metadata else { return Ok(()) };
+        match metadata.topics().iter().find(|t| t.name() == topic).map(|t| t.error()) {
+            Some(None) => {
+                if let Ok(mut known) = self.known_topics.lock() {
+                    known.insert(topic.to_owned());
+                }
+                Ok(())
+            }
+            Some(Some(code))
+                if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition =>
+            {
+                Err(DeliveryError::Refused(format!(
+                    "topic {topic:?} does not exist; create it or list it under declare.topics"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -46,8 +84,10 @@ impl Sink for KafkaSink {
         let Route::Kafka { topic, key } = route else {
             return Err(DeliveryError::Encode(format!("a Kafka sink cannot publish to {route:?}")));
         };
+        self.check_topic(topic).await?;
         let encoded = codec::encode(envelope);
-        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).headers(encoded.headers);
+        let mut record: FutureRecord<'_, str, [u8]> =
+            FutureRecord::to(topic).headers(encoded.headers);
         if !envelope.body_is_null {
             record = record.payload(&envelope.body[..]);
         }
@@ -64,7 +104,9 @@ impl Sink for KafkaSink {
                         match delivery.await {
                             Ok(Ok(_)) => Ok(()),
                             Ok(Err((error, _))) => Err(classify(error)),
-                            Err(_) => Err(DeliveryError::Disconnected("the producer was closed".into())),
+                            Err(_) => {
+                                Err(DeliveryError::Disconnected("the producer was closed".into()))
+                            }
                         }
                     }));
                 }

@@ -73,7 +73,11 @@ struct Context {
 impl ClientContext for Context {}
 
 impl ConsumerContext for Context {
-    fn pre_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
         if let Rebalance::Revoke(revoked) = rebalance {
             self.watermarks.forget(revoked);
         }
@@ -84,7 +88,12 @@ type Client = StreamConsumer<Context>;
 
 #[async_trait]
 impl Source for KafkaSource {
-    async fn run(self: Box<Self>, tx: mpsc::Sender<Received>, shutdown: CancellationToken, drained: CancellationToken) {
+    async fn run(
+        self: Box<Self>,
+        tx: mpsc::Sender<Received>,
+        shutdown: CancellationToken,
+        drained: CancellationToken,
+    ) {
         let part = format!("{} source", self.bridge);
         let watermarks = Arc::new(Watermarks::default());
         let consumer = match self.subscribe(watermarks.clone()) {
@@ -151,9 +160,16 @@ impl Source for KafkaSource {
             tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
         };
         match final_commit.await {
-            Ok(Ok(())) | Ok(Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset))) => {}
-            Ok(Err(error)) => tracing::warn!(bridge = %self.bridge, %error, "Final Kafka offset commit failed; uncommitted records will be read again"),
-            Err(error) => tracing::warn!(bridge = %self.bridge, %error, "Final Kafka offset commit did not run"),
+            Ok(Ok(()))
+            | Ok(Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            ))) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(bridge = %self.bridge, %error, "Final Kafka offset commit failed; uncommitted records will be read again")
+            }
+            Err(error) => {
+                tracing::warn!(bridge = %self.bridge, %error, "Final Kafka offset commit did not run")
+            }
         }
     }
 }

@@ -12,9 +12,10 @@ pub async fn declare(connection: &KafkaConnection, declare: &DeclareFile) -> Res
     if declare.topics.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = super::client_config(connection, &[])
-        .create()
-        .map_err(|e| format!("invalid Kafka admin settings: {e}"))?;
+    let admin: AdminClient<DefaultClientContext> =
+        super::client_config(connection, &[])
+            .create()
+            .map_err(|e| format!("invalid Kafka admin settings: {e}"))?;
     let topics: Vec<NewTopic<'_>> = declare
         .topics
         .iter()

@@ -77,7 +77,11 @@ impl RouteTemplate {
 
 fn valid_topic(topic: &str) -> bool {
     let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    !topic.is_empty() && topic.len() <= TOPIC_MAX && topic != "." && topic != ".." && topic.chars().all(legal)
+    !topic.is_empty()
+        && topic.len() <= TOPIC_MAX
+        && topic != "."
+        && topic != ".."
+        && topic.chars().all(legal)
 }
 
 #[cfg(test)]
@@ -95,7 +99,10 @@ mod tests {
     fn a_routing_key_over_255_bytes_is_refused_not_truncated() {
         let mut env = Envelope::default();
         env.origin.routing_key = Some("k".repeat(300));
-        assert_eq!(amqp("{routing_key}").resolve(&env), Err(TranslateError::RoutingKeyTooLong(300)));
+        assert_eq!(
+            amqp("{routing_key}").resolve(&env),
+            Err(TranslateError::RoutingKeyTooLong(300))
+        );
         env.origin.routing_key = Some("k".repeat(255));
         assert!(amqp("{routing_key}").resolve(&env).is_ok());
     }

@@ -157,7 +157,9 @@ impl Variable {
                 "queue" => origin.queue.clone(),
                 "topic" => origin.topic.clone(),
                 "partition" => origin.partition.map(|p| p.to_string()),
-                "key" => origin.key.as_ref().and_then(|k| std::str::from_utf8(k).ok()).map(Into::into),
+                "key" => {
+                    origin.key.as_ref().and_then(|k| std::str::from_utf8(k).ok()).map(Into::into)
+                }
                 "message_id" => props.message_id.as_ref().map(|id| id.to_text()),
                 "correlation_id" => props.correlation_id.as_ref().map(|id| id.to_text()),
                 "subject" => props.subject.clone(),

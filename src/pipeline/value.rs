@@ -28,7 +28,10 @@ pub enum Value {
     F32(f32),
     F64(f64),
     /// 0-9-1 decimal: `value × 10^-scale`.
-    Decimal { scale: u8, value: i32 },
+    Decimal {
+        scale: u8,
+        value: i32,
+    },
     String(String),
     Bytes(Bytes),
     /// Milliseconds since the Unix epoch.

@@ -31,11 +31,15 @@ pub struct BridgeMetrics {
 
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
-        let counter = |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["bridge"]);
+        let counter =
+            |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["bridge"]);
         let metrics = Metrics {
             registry: Registry::new(),
             received: counter("portico_messages_received_total", "Messages taken from the source")?,
-            delivered: counter("portico_messages_delivered_total", "Messages confirmed by the sink")?,
+            delivered: counter(
+                "portico_messages_delivered_total",
+                "Messages confirmed by the sink",
+            )?,
             dead_lettered: counter(
                 "portico_messages_dead_lettered_total",
                 "Messages confirmed by the dead-letter sink",
@@ -44,7 +48,10 @@ impl Metrics {
                 "portico_messages_rejected_total",
                 "Failed messages handed back to the source broker's own dead-lettering",
             )?,
-            retries: counter("portico_delivery_retries_total", "Delivery attempts that will be retried")?,
+            retries: counter(
+                "portico_delivery_retries_total",
+                "Delivery attempts that will be retried",
+            )?,
             in_flight: IntGaugeVec::new(
                 Opts::new("portico_messages_in_flight", "Messages received and not yet settled"),
                 &["bridge"],
@@ -54,7 +61,9 @@ impl Metrics {
                     "portico_delivery_latency_seconds",
                     "Time from receiving a message to settling it at the source",
                 )
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                ]),
                 &["bridge"],
             )?,
         };

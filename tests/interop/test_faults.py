@@ -1,0 +1,525 @@
+"""Fault tolerance: crashes, signals, lost connections, full queues and brokers that come and
+go. Each test reconciles what was sent against what arrived: sent = delivered + dead-lettered
+(+ still in the source), nothing lost, duplicates counted and bounded by the in-flight window.
+
+Tests that restart Kafka run their own Tansu broker (sqlite storage in the test's tmp dir) on
+a free port, so the shared broker on 9092 is never disturbed."""
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pika
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from conftest import KAFKA_BROKERS, RABBIT_URL, create_topic, free_port, produce, unique, wait_until
+
+TANSU_BIN = os.environ.get("TANSU_BIN") or shutil.which("tansu") or str(Path.home() / ".cargo/bin/tansu")
+RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+RETRY = "{ initial_backoff: 50ms, max_backoff: 1s, multiplier: 2.0 }"
+
+
+# ----------------------------------------------------------------------------- Tansu
+
+
+class Tansu:
+    """A Tansu broker of this test only, on a free port, keeping its data in sqlite so that a
+    restart (even after SIGKILL) finds the topics and records again."""
+
+    def __init__(self, workdir, port=None):
+        self.port = port or free_port()
+        self.brokers = f"127.0.0.1:{self.port}"
+        self.dir = workdir / f"tansu-{self.port}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = None
+
+    def start(self, timeout=30):
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = open(self.dir / "tansu.log", "a")
+        self.proc = subprocess.Popen(
+            [
+                TANSU_BIN, "broker",
+                "--listener-url", url,
+                "--advertised-listener-url", url,
+                "--storage-engine", "sqlite://tansu.db",
+            ],
+            cwd=self.dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout=30):
+        admin = AdminClient({"bootstrap.servers": self.brokers, "log_level": 0})
+
+        def answers():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tansu exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                return bool(admin.list_topics(timeout=1).brokers)
+            except KafkaException:
+                return False
+
+        wait_until(answers, timeout, f"tansu metadata on {self.brokers}")
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def log(self):
+        path = self.dir / "tansu.log"
+        return path.read_text() if path.exists() else ""
+
+
+@pytest.fixture
+def tansu(tmp_path):
+    """Factory: tansu(port=None) → a Tansu, not yet started; all are killed after the test."""
+    made = []
+
+    def make(port=None):
+        t = Tansu(tmp_path, port)
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.kill()
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def rabbit_to_kafka(bridge, queue, topic, brokers=KAFKA_BROKERS, prefetch=256, max_in_flight=256):
+    return f"""
+connections:
+  rabbit:
+    protocol: amqp091
+    url: "{RABBIT_URL}"
+  kafka:
+    protocol: kafka
+    brokers: "{brokers}"
+    options: {{}}
+    declare:
+      topics: [{{ name: {topic}, partitions: 1 }}]
+bridges:
+  - name: {bridge}
+    source: {{ connection: rabbit, queue: {queue}, prefetch: {prefetch} }}
+    sink: {{ connection: kafka, topic: {topic}, key: "{{message_id}}" }}
+    max_in_flight: {max_in_flight}
+    retry: {RETRY}
+shutdown_timeout: 10s
+"""
+
+
+def kafka_to_rabbit(bridge, topic, group, queue, max_in_flight=256):
+    return f"""
+connections:
+  rabbit:
+    protocol: amqp091
+    url: "{RABBIT_URL}"
+  kafka:
+    protocol: kafka
+    brokers: "{KAFKA_BROKERS}"
+    options: {{ session.timeout.ms: "6000" }}
+bridges:
+  - name: {bridge}
+    source: {{ connection: kafka, topics: [{topic}], group: {group}, start: earliest }}
+    sink: {{ connection: rabbit, exchange: "", routing_key: {queue} }}
+    max_in_flight: {max_in_flight}
+    retry: {RETRY}
+shutdown_timeout: 10s
+"""
+
+
+def rabbit_to_rabbit(bridge, source, target, prefetch=256, max_in_flight=256, declare=""):
+    return f"""
+connections:
+  rabbit:
+    protocol: amqp091
+    url: "{RABBIT_URL}"
+{declare}
+bridges:
+  - name: {bridge}
+    source: {{ connection: rabbit, queue: {source}, prefetch: {prefetch} }}
+    sink: {{ connection: rabbit, exchange: "", routing_key: {target} }}
+    max_in_flight: {max_in_flight}
+    retry: {RETRY}
+shutdown_timeout: 10s
+"""
+
+
+# ----------------------------------------------------------------------------- RabbitMQ
+
+
+def body_of(n, size):
+    head = f"m-{n}|".encode()
+    return head + b"x" * max(0, size - len(head))
+
+
+def publish_numbered(queue, numbers, size=1024):
+    """Publishes persistent messages with message_id m-<n> and a body naming the same n.
+    Uses a separate connection without per-message confirms (fast); a final confirmed
+    message would muddle the counts, so callers check the queue depth instead."""
+    conn = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
+    try:
+        ch = conn.channel()
+        for n in numbers:
+            ch.basic_publish(
+                "",
+                queue,
+                body_of(n, size),
+                pika.BasicProperties(message_id=f"m-{n}", delivery_mode=2),
+            )
+        # A synchronous round trip on the same channel: every publish above was handled.
+        ch.queue_declare(queue, passive=True)
+    finally:
+        conn.close()
+
+
+def queue_totals():
+    """{queue: ready + unacknowledged} for every queue, as the broker counts them."""
+    out = subprocess.run(
+        [RABBITMQCTL, "-q", "list_queues", "name", "messages", "--no-table-headers"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    totals = {}
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 2 and parts[1].strip().isdigit():
+            totals[parts[0]] = int(parts[1])
+    return totals
+
+
+def queue_total(queue):
+    return queue_totals().get(queue)
+
+
+def drain(queue):
+    """Takes every message now in `queue` (acking): [(properties, body)]."""
+    conn = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
+    got = []
+    try:
+        ch = conn.channel()
+        while True:
+            method, props, body = ch.basic_get(queue, auto_ack=True)
+            if method is None:
+                return got
+            got.append((props, body))
+    finally:
+        conn.close()
+
+
+def portico_connection_pid(name):
+    """The broker's pid of the connection named `name`, or None."""
+    out = subprocess.run(
+        [RABBITMQCTL, "-q", "list_connections", "pid", "name", "--no-table-headers"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    for line in out.splitlines():
+        pid, _, conn_name = line.partition("\t")
+        if conn_name.strip() == name:
+            return pid.strip()
+    return None
+
+
+# ----------------------------------------------------------------------------- Kafka
+
+
+def read_topic(topic, brokers=KAFKA_BROKERS, timeout=60):
+    """Every record of partition 0 of `topic`, from the start up to the high watermark."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": unique("check"),
+            "enable.auto.commit": False,
+            "log_level": 0,
+        }
+    )
+    try:
+        tp = TopicPartition(topic, 0)
+        _, high = consumer.get_watermark_offsets(tp, timeout=10)
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        got = []
+        deadline = time.monotonic() + timeout
+        while high > 0 and (not got or got[-1].offset() < high - 1):
+            assert time.monotonic() < deadline, f"read {len(got)} of {high} records of {topic}"
+            m = consumer.poll(0.5)
+            if m is not None and not m.error():
+                got.append(m)
+        return got
+    finally:
+        consumer.close()
+
+
+def committed_offset(topic, group, brokers=KAFKA_BROKERS):
+    """The offset `group` committed for partition 0 of `topic` (without joining the group)."""
+    consumer = Consumer({"bootstrap.servers": brokers, "group.id": group, "log_level": 0})
+    try:
+        return consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+    finally:
+        consumer.close()
+
+
+def header(msg, name):
+    for key, value in msg.headers() or []:
+        if key == name:
+            return value
+    return None
+
+
+def amqp_ids(records):
+    return [header(m, "amqp.message-id").decode() for m in records]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def metric(p, name):
+    return p.metrics().get(name, 0)
+
+
+def reconcile(ids, expected, window, what):
+    """Every expected id present, nothing foreign, duplicates within `window`; returns the
+    duplicate count."""
+    counts = Counter(ids)
+    missing = set(expected) - set(counts)
+    foreign = set(counts) - set(expected)
+    duplicates = len(ids) - len(counts)
+    print(f"{what}: {len(ids)} received, {len(counts)} distinct, {duplicates} duplicates")
+    assert not missing, f"{what}: {len(missing)} lost, e.g. {sorted(missing)[:5]}"
+    assert not foreign, f"{what}: unexpected ids {sorted(foreign)[:5]}"
+    assert duplicates <= window, f"{what}: {duplicates} duplicates exceed the window of {window}"
+    return duplicates
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_sigkill_mid_stream_rabbit_to_kafka(portico, rabbit):
+    queue, topic, bridge = unique("fk-q"), unique("fk-t"), unique("fk")
+    rabbit.queue(queue)
+    total, prefetch = 5000, 256
+    publish_numbered(queue, range(total))
+    wait_until(lambda: rabbit.depth(queue) == total, 30, f"{total} messages on {queue}")
+    config = rabbit_to_kafka(bridge, queue, topic, prefetch=prefetch, max_in_flight=prefetch)
+
+    first = portico(config)
+    wait_until(lambda: metric(first, "portico_messages_delivered_total") >= 1500, 60, "1500 delivered")
+    first.kill()
+    left = queue_total(queue)
+    print(f"killed after ~1500 delivered; {left} messages left in {queue} (ready + unacked); topic {topic}")
+    assert 0 < left < total, "the kill did not land mid-stream"
+
+    second = portico(config)
+    wait_until(lambda: queue_total(queue) == 0, 120, f"{queue} empty")
+    records = read_topic(topic)
+    duplicates = reconcile(amqp_ids(records), [f"m-{n}" for n in range(total)], prefetch, "rabbit→kafka SIGKILL")
+    print(f"DUPLICATES rabbit→kafka after SIGKILL: {duplicates}")
+    m = second.metrics()
+    assert m.get("portico_messages_dead_lettered_total", 0) == 0
+    assert m.get("portico_messages_rejected_total", 0) == 0
+    assert m.get("portico_messages_delivered_total", 0) == left, "second run delivers exactly what was left"
+
+
+def test_sigkill_mid_stream_kafka_to_rabbit(portico, rabbit):
+    topic, group, queue, bridge = unique("fk-t"), unique("fk-g"), unique("fk-q"), unique("fk")
+    total, window = 5000, 256
+    create_topic(topic)
+    produce(topic, [{"key": f"k-{n}".encode(), "value": body_of(n, 1024)} for n in range(total)])
+    rabbit.queue(queue)
+    config = kafka_to_rabbit(bridge, topic, group, queue, max_in_flight=window)
+
+    first = portico(config)
+    wait_until(lambda: metric(first, "portico_messages_delivered_total") >= 1500, 60, "1500 delivered")
+    first.kill()
+    resumed_at = committed_offset(topic, group)
+    print(f"killed after ~1500 delivered; committed offset {resumed_at}")
+
+    second = portico(config)
+    wait_until(lambda: committed_offset(topic, group) == total, 120, f"group {group} committed {total}")
+    got = drain(queue)
+    offsets = [p.headers["kafka-offset"] for p, _ in got]
+    for props, body in got:
+        assert body == body_of(props.headers["kafka-offset"], 1024), "body does not match its offset"
+    duplicates = reconcile(offsets, range(total), window, "kafka→rabbit SIGKILL")
+    print(f"DUPLICATES kafka→rabbit after SIGKILL: {duplicates}")
+    assert metric(second, "portico_messages_dead_lettered_total") == 0
+
+
+def test_kafka_lost_then_portico_killed(portico, rabbit, tansu):
+    """Case 21: Kafka goes away mid-stream, then portico is killed while holding messages for
+    it; with both back, Kafka holds every message."""
+    queue, topic, bridge = unique("fk-q"), unique("fk-t"), unique("fk")
+    total, window = 100, 5
+    kafka = tansu().start()
+    rabbit.queue(queue)
+    publish_numbered(queue, range(total), size=256)
+    wait_until(lambda: rabbit.depth(queue) == total, 30, f"{total} messages on {queue}")
+    config = rabbit_to_kafka(bridge, queue, topic, brokers=kafka.brokers, prefetch=window, max_in_flight=window)
+
+    first = portico(config)
+    wait_until(lambda: metric(first, "portico_messages_delivered_total") >= 30, 60, "30 delivered")
+    kafka.kill()
+    delivered = metric(first, "portico_messages_delivered_total")
+    print(f"Kafka killed after {delivered} delivered")
+    assert delivered < total, "Kafka was killed after everything was delivered"
+    # portico holds messages for the missing Kafka without settling them.
+    wait_until(lambda: metric(first, "portico_messages_in_flight") > 0, 30, "messages waiting for Kafka")
+    delivered = metric(first, "portico_messages_delivered_total")
+    first.kill()
+    assert queue_total(queue) == total - delivered, "only confirmed messages were acked"
+
+    kafka.start()
+    second = portico(config, timeout=60)
+    wait_until(lambda: queue_total(queue) == 0, 90, f"{queue} empty")
+    records = read_topic(topic, brokers=kafka.brokers)
+    duplicates = reconcile(amqp_ids(records), [f"m-{n}" for n in range(total)], window, "case 21")
+    print(f"DUPLICATES case 21: {duplicates}")
+    assert metric(second, "portico_messages_dead_lettered_total") == 0
+
+
+def test_full_target_queue_keeps_refused_messages_in_source(portico, rabbit):
+    """Case 22/23: the target refuses what exceeds x-max-length (reject-publish); the refused
+    messages stay unacknowledged in the source and flow once the target has room."""
+    source, target, bridge = unique("fk-src"), unique("fk-full"), unique("fk")
+    total, room = 1000, 100
+    rabbit.queue(source)
+    publish_numbered(source, range(total), size=64)
+    wait_until(lambda: rabbit.depth(source) == total, 30, f"{total} messages on {source}")
+    declare = f"""    declare:
+      queues:
+        - {{ name: {target}, arguments: {{ x-max-length: {room}, x-overflow: reject-publish }} }}"""
+    p = portico(rabbit_to_rabbit(bridge, source, target, declare=declare))
+    rabbit.declared.append(target)
+
+    wait_until(lambda: rabbit.depth(target) == room, 60, f"{room} messages on {target}")
+    wait_until(lambda: queue_total(source) == total - room, 30, f"{total - room} left in {source}")
+    wait_until(lambda: metric(p, "portico_delivery_retries_total") > 0, 30, "delivery retries")
+    for _ in range(4):
+        totals = queue_totals()
+        assert totals[target] == room, f"target holds {totals[target]}, not {room}"
+        assert totals[source] + totals[target] == total, f"messages lost or doubled: {totals[source]} + {totals[target]}"
+    m = p.metrics()
+    assert m["portico_messages_delivered_total"] == room
+    assert m.get("portico_messages_dead_lettered_total", 0) == 0
+    assert m.get("portico_messages_rejected_total", 0) == 0
+    print(f"retries while the target was full: {m['portico_delivery_retries_total']:.0f}")
+
+    got = []
+
+    def drained_all():
+        got.extend(drain(target))
+        return len({props.message_id for props, _ in got}) >= total
+
+    wait_until(drained_all, 90, f"{total} distinct ids through {target}")
+    wait_until(lambda: queue_total(source) == 0, 30, f"{source} empty")
+    got.extend(drain(target))
+    reconcile([props.message_id for props, _ in got], [f"m-{n}" for n in range(total)], 0, "case 22/23")
+    assert metric(p, "portico_messages_delivered_total") == total
+
+
+def test_source_connection_closed_mid_flow(portico, rabbit):
+    """Case 24: after the broker closes the source connection, acks of the old channel must
+    not be sent on the new one; every message arrives, duplicates are whole redeliveries."""
+    source, target, bridge = unique("fk-src"), unique("fk-dst"), unique("fk")
+    total, prefetch = 2000, 100
+    rabbit.queue(source)
+    rabbit.queue(target)
+    p = portico(rabbit_to_rabbit(bridge, source, target, prefetch=prefetch, max_in_flight=prefetch))
+    name = f"portico {bridge} source"
+    pid = wait_until(lambda: portico_connection_pid(name), 30, f"connection {name!r}")
+
+    # Publish at a steady pace so that the close lands while messages flow.
+    def paced():
+        for start in range(0, total, 100):
+            publish_numbered(source, range(start, start + 100), size=128)
+            time.sleep(0.2)  # pacing only: keeps the flow going for a few seconds
+
+    publisher = threading.Thread(target=paced, daemon=True)
+    publisher.start()
+    wait_until(lambda: metric(p, "portico_messages_delivered_total") >= 400, 60, "400 delivered")
+    subprocess.run([RABBITMQCTL, "-q", "close_connection", pid, "test"], check=True, timeout=60)
+    closed_at = metric(p, "portico_messages_delivered_total")
+    print(f"closed the source connection after {closed_at:.0f} delivered")
+    new_pid = wait_until(lambda: (q := portico_connection_pid(name)) and q != pid and q, 60, "a new source connection")
+    assert new_pid != pid
+    publisher.join(60)
+    assert not publisher.is_alive()
+    assert closed_at < total, "the close did not land mid-flow"
+
+    wait_until(lambda: queue_total(source) == 0, 60, f"{source} empty")
+    got = drain(target)
+    ids = [props.message_id for props, _ in got]
+    for props, body in got:
+        assert body == body_of(int(props.message_id[2:]), 128), f"{props.message_id}: body differs"
+    duplicates = reconcile(ids, [f"m-{n}" for n in range(total)], prefetch, "case 24")
+    print(f"DUPLICATES case 24: {duplicates}")
+    log = p.log()
+    assert "PRECONDITION_FAILED" not in log
+    assert "unknown delivery tag" not in log.lower()
+
+
+def test_sigterm_under_load_drains_without_duplicates(portico, rabbit):
+    queue, topic, bridge = unique("fk-q"), unique("fk-t"), unique("fk")
+    total = 3000
+    rabbit.queue(queue)
+    publish_numbered(queue, range(total))
+    wait_until(lambda: rabbit.depth(queue) == total, 30, f"{total} messages on {queue}")
+    config = rabbit_to_kafka(bridge, queue, topic)
+
+    first = portico(config)
+    wait_until(lambda: metric(first, "portico_messages_delivered_total") >= 1000, 60, "1000 delivered")
+    started = time.monotonic()
+    code = first.stop(timeout=15)
+    print(f"SIGTERM: exit code {code} after {time.monotonic() - started:.1f}s")
+    assert code == 0, first.log()[-3000:]
+    left = queue_total(queue)
+    assert 0 < left < total, "SIGTERM did not land mid-stream"
+    records = read_topic(topic)
+    assert len(records) + left == total, f"{len(records)} in Kafka + {left} in the queue != {total}"
+
+    portico(config)
+    wait_until(lambda: queue_total(queue) == 0, 60, f"{queue} empty")
+    records = read_topic(topic)
+    duplicates = reconcile(amqp_ids(records), [f"m-{n}" for n in range(total)], 0, "SIGTERM")
+    print(f"DUPLICATES SIGTERM: {duplicates}")
+
+
+def test_kafka_down_at_startup(portico, rabbit, tansu):
+    queue, topic, bridge = unique("fk-q"), unique("fk-t"), unique("fk")
+    total = 50
+    kafka = tansu()  # a free port with nothing listening yet
+    rabbit.queue(queue)
+    p = portico(rabbit_to_kafka(bridge, queue, topic, brokers=kafka.brokers), ready=False)
+
+    def not_ready():
+        status, body = p.http("/readyz")
+        return status == 503 and "waiting" in body and body
+
+    body = wait_until(not_ready, 30, "/readyz 503")
+    print(f"/readyz while Kafka is down:\n{body}")
+    waiting = [line for line in body.splitlines() if ": waiting" in line]
+    assert any("kafka" in line or f"{bridge} sink" in line for line in waiting), body
+
+    publish_numbered(queue, range(total), size=128)
+    wait_until(lambda: rabbit.depth(queue) == total, 30, f"{total} messages on {queue}")
+    assert p.http("/readyz")[0] == 503
+    assert queue_total(queue) == total
+    assert metric(p, "portico_messages_received_total") == 0
+
+    kafka.start()
+    p.wait_ready(timeout=60)
+    wait_until(lambda: queue_total(queue) == 0, 60, f"{queue} empty")
+    records = read_topic(topic, brokers=kafka.brokers)
+    reconcile(amqp_ids(records), [f"m-{n}" for n in range(total)], 0, "Kafka down at startup")
+    assert metric(p, "portico_messages_delivered_total") == total
