@@ -15,7 +15,7 @@ use lapin::types::{
 
 use crate::config::Persistence;
 use crate::connector::DeliveryError;
-use crate::pipeline::{Envelope, MessageId, Origin, Properties, Value};
+use crate::pipeline::{BodyKind, Envelope, MessageId, Origin, Properties, Value, carry};
 
 /// What a 0-9-1 delivery tells besides its properties.
 pub struct DeliveryFacts<'a> {
@@ -45,17 +45,28 @@ pub fn decode(body: Vec<u8>, props: &BasicProperties, facts: DeliveryFacts<'_>) 
         ..Properties::default()
     };
     let mut headers = Vec::new();
+    let mut envelope = Envelope::default();
     if let Some(table) = props.headers() {
-        headers.extend(table.inner().iter().map(|(k, v)| (k.as_str().to_owned(), from_amqp(v))));
+        for (name, value) in table.inner() {
+            let value = from_amqp(value);
+            // Properties that an earlier hop could not fit into 0-9-1 come back from headers.
+            if !(name.as_str().starts_with("amqp.")
+                && carry::absorb(&mut envelope, name.as_str(), &value))
+            {
+                headers.push((name.as_str().to_owned(), value));
+            }
+        }
     }
     // An expiration RabbitMQ would refuse cannot come from it; keep any such text as a header.
     if let (Some(raw), None) = (props.expiration(), properties.ttl_ms) {
         headers.push(("amqp.expiration".to_owned(), Value::String(raw.as_str().to_owned())));
     }
+    let carried = envelope.properties;
     Envelope {
         body: Bytes::from(body),
         body_is_null: false,
-        properties,
+        body_kind: envelope.body_kind,
+        properties: merge(properties, carried),
         headers,
         origin: Origin {
             exchange: Some(facts.exchange.to_owned()),
@@ -65,6 +76,17 @@ pub fn decode(body: Vec<u8>, props: &BasicProperties, facts: DeliveryFacts<'_>) 
             ..Origin::default()
         },
     }
+}
+
+/// Fills the fields 0-9-1 left unset with those carried in `amqp.*` headers.
+fn merge(mut own: Properties, carried: Properties) -> Properties {
+    macro_rules! fill {
+        ($($field:ident),*) => { $( if own.$field.is_none() { own.$field = carried.$field; } )* };
+    }
+    fill!(message_id, correlation_id, content_type, content_encoding, reply_to, priority, durable);
+    fill!(ttl_ms, absolute_expiry_ms, creation_time_ms, message_type, user_id, app_id, group_id);
+    fill!(group_sequence, subject, to, cluster_id, reply_to_group_id);
+    own
 }
 
 /// Encodes the properties and headers of a message about to be published.
@@ -139,9 +161,23 @@ pub fn encode(
     if let Some(ms) = p.creation_time_ms {
         props = props.with_timestamp(u64::try_from(ms.div_euclid(1000)).unwrap_or(0));
     }
-    for (name, value) in
-        [("amqp.subject", &p.subject), ("amqp.to", &p.to), ("amqp.group-id", &p.group_id)]
-    {
+    if envelope.body_kind != BodyKind::Bytes {
+        let kind = envelope.body_kind.name();
+        overflow.push((carry::BODY, AMQPValue::LongString(LongString::from(kind))));
+        if let Some(shape) = envelope.body_kind.shape() {
+            let shape = LongString::from(shape.to_string());
+            overflow.push((carry::BODY_TYPES, AMQPValue::LongString(shape)));
+        }
+    }
+    if let Some(ms) = p.absolute_expiry_ms {
+        overflow.push(("amqp.absolute-expiry-ms", AMQPValue::LongLongInt(ms)));
+    }
+    for (name, value) in [
+        ("amqp.subject", &p.subject),
+        ("amqp.to", &p.to),
+        ("amqp.group-id", &p.group_id),
+        ("amqp.reply-to-group-id", &p.reply_to_group_id),
+    ] {
         if let Some(value) = value {
             overflow.push((name, AMQPValue::LongString(LongString::from(value.as_str()))));
         }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use rdkafka::message::{Header, Headers, OwnedHeaders, Timestamp};
 use serde_json::{Map as JsonMap, Value as Json};
 
-use crate::pipeline::{Envelope, MessageId, Origin, Properties, Value};
+use crate::pipeline::{BodyKind, Envelope, MessageId, Origin, Value, carry};
 
 /// The header holding the types of the other headers.
 pub const TYPES_HEADER: &str = "portico.types";
@@ -40,6 +40,7 @@ pub fn encode(envelope: &Envelope) -> Encoded {
     out.text("amqp.subject", p.subject.as_deref());
     out.text("amqp.to", p.to.as_deref());
     out.text("amqp.group-id", p.group_id.as_deref());
+    out.text("amqp.reply-to-group-id", p.reply_to_group_id.as_deref());
     out.number("amqp.group-sequence", p.group_sequence.map(i64::from));
     out.number("amqp.priority", p.priority.map(i64::from));
     out.text("amqp.durable", p.durable.map(|d| if d { "true" } else { "false" }));
@@ -52,6 +53,10 @@ pub fn encode(envelope: &Envelope) -> Encoded {
     out.text("amqp.address", origin.address.as_deref());
     if origin.redelivered {
         out.text("amqp.redelivered", Some("true"));
+    }
+    if envelope.body_kind != BodyKind::Bytes {
+        out.text(carry::BODY, Some(envelope.body_kind.name()));
+        out.text(carry::BODY_TYPES, envelope.body_kind.shape().map(|s| s.to_string()).as_deref());
     }
     for (name, value) in &envelope.headers {
         out.value(name, value);
@@ -154,7 +159,7 @@ pub fn decode<H: Headers>(
             Some(bytes) => Value::from_text(bytes, types.get(name))
                 .unwrap_or_else(|_| Value::from_text(bytes, None).unwrap_or(Value::Null)),
         };
-        if !set_property(&mut envelope, name, &value) {
+        if !carry::absorb(&mut envelope, name, &value) {
             envelope.headers.push((name.to_owned(), value));
         }
     }
@@ -169,50 +174,6 @@ pub fn decode<H: Headers>(
     // headers carry the durability of an earlier hop.
     p.durable.get_or_insert(true);
     envelope
-}
-
-/// Moves a reserved header into its property; false when `name` is an application header.
-fn set_property(envelope: &mut Envelope, name: &str, value: &Value) -> bool {
-    let p: &mut Properties = &mut envelope.properties;
-    let text = || value.to_template_text();
-    let number = || text().and_then(|t| t.parse::<i64>().ok());
-    match name {
-        "content-type" => p.content_type = text(),
-        "content-encoding" => p.content_encoding = text(),
-        "amqp.message-id" => p.message_id = id(value),
-        "amqp.correlation-id" => p.correlation_id = id(value),
-        "amqp.reply-to" => p.reply_to = text(),
-        "amqp.type" => p.message_type = text(),
-        "amqp.user-id" => {
-            p.user_id = match value {
-                Value::Bytes(b) => Some(b.clone()),
-                other => other.to_text(),
-            }
-        }
-        "amqp.app-id" => p.app_id = text(),
-        "amqp.cluster-id" => p.cluster_id = text(),
-        "amqp.subject" => p.subject = text(),
-        "amqp.to" => p.to = text(),
-        "amqp.group-id" => p.group_id = text(),
-        "amqp.group-sequence" => p.group_sequence = number().and_then(|n| u32::try_from(n).ok()),
-        "amqp.priority" => p.priority = number().and_then(|n| u8::try_from(n).ok()),
-        "amqp.durable" => p.durable = text().map(|t| t == "true"),
-        "amqp.expiration-ms" => p.ttl_ms = number().and_then(|n| u64::try_from(n).ok()),
-        "amqp.absolute-expiry-ms" => p.absolute_expiry_ms = number(),
-        "amqp.creation-time-ms" => p.creation_time_ms = number(),
-        _ => return false,
-    }
-    true
-}
-
-fn id(value: &Value) -> Option<MessageId> {
-    Some(match value {
-        Value::U64(n) => MessageId::Ulong(*n),
-        Value::Uuid(u) => MessageId::Uuid(*u),
-        Value::Bytes(b) => MessageId::Binary(b.clone()),
-        Value::Null => return None,
-        other => MessageId::String(other.to_template_text()?),
-    })
 }
 
 #[cfg(test)]

@@ -57,6 +57,54 @@ pub struct Properties {
     pub to: Option<String>,
     /// The deprecated 0-9-1 `cluster-id`, carried so that pass-through is complete.
     pub cluster_id: Option<String>,
+    pub reply_to_group_id: Option<String>,
+}
+
+/// What the body is, beyond its bytes. AMQP 1.0 (and JMS) tell text, maps and lists apart
+/// from opaque bytes; the other protocols carry only bytes, so the kind travels beside them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum BodyKind {
+    #[default]
+    Bytes,
+    /// UTF-8 text (an AMQP 1.0 amqp-value string, a JMS TextMessage).
+    Text,
+    /// A typed map or list, held in `body` as JSON; the shape restores its types.
+    Map {
+        shape: serde_json::Value,
+    },
+    List {
+        shape: serde_json::Value,
+    },
+}
+
+impl BodyKind {
+    /// The name written beside the body by protocols that only carry bytes.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BodyKind::Bytes => "bytes",
+            BodyKind::Text => "text",
+            BodyKind::Map { .. } => "map",
+            BodyKind::List { .. } => "list",
+        }
+    }
+
+    /// The shape of a map or list body.
+    pub fn shape(&self) -> Option<&serde_json::Value> {
+        match self {
+            BodyKind::Map { shape } | BodyKind::List { shape } => Some(shape),
+            _ => None,
+        }
+    }
+
+    /// Rebuilds the kind from its name and shape; unknown names mean bytes.
+    pub fn from_parts(name: &str, shape: Option<serde_json::Value>) -> BodyKind {
+        match (name, shape) {
+            ("text", _) => BodyKind::Text,
+            ("map", Some(shape)) => BodyKind::Map { shape },
+            ("list", Some(shape)) => BodyKind::List { shape },
+            _ => BodyKind::Bytes,
+        }
+    }
 }
 
 /// Where the message came from, as the source broker reported it.
@@ -97,6 +145,7 @@ pub struct Envelope {
     pub body: Bytes,
     /// Kafka distinguishes a null value (a tombstone) from an empty one.
     pub body_is_null: bool,
+    pub body_kind: BodyKind,
     pub properties: Properties,
     /// Application headers in source order; Kafka allows a name more than once.
     pub headers: Vec<(String, Value)>,

@@ -1,12 +1,13 @@
 //! The translation pipeline: the canonical [`Envelope`], typed header values, routing
 //! templates and the [`Route`] a sink publishes to.
 
+pub mod carry;
 pub mod envelope;
 pub mod route;
 pub mod template;
 pub mod value;
 
-pub use envelope::{Envelope, MessageId, Origin, Properties};
+pub use envelope::{BodyKind, Envelope, MessageId, Origin, Properties};
 pub use route::{Route, RouteTemplate};
 pub use template::Template;
 pub use value::Value;
