@@ -221,12 +221,8 @@ enum IdOut {
 }
 
 fn encode_id(id: Option<&MessageId>) -> Option<IdOut> {
-    let text = match id? {
-        MessageId::Binary(b) => {
-            return Some(IdOut::Header(AMQPValue::ByteArray(ByteArray::from(b.to_vec()))));
-        }
-        other => other.to_text(),
-    };
+    // Non-string ids go as Qpid JMS writes them (`ID:AMQP_ULONG:5`), restorable later.
+    let text = id?.to_text();
     Some(match ShortString::try_new(text.clone()) {
         Ok(s) => IdOut::Short(s),
         Err(_) => IdOut::Header(AMQPValue::LongString(LongString::from(text))),

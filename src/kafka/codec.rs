@@ -83,14 +83,9 @@ impl Writer {
         }
     }
 
+    /// Ids travel as text; non-string ids keep their type in the text's prefix.
     fn id(&mut self, name: &str, id: Option<&MessageId>) {
-        match id {
-            Some(MessageId::String(s)) => self.text(name, Some(s)),
-            Some(MessageId::Ulong(n)) => self.value(name, &Value::U64(*n)),
-            Some(MessageId::Uuid(u)) => self.value(name, &Value::Uuid(*u)),
-            Some(MessageId::Binary(b)) => self.value(name, &Value::Bytes(b.clone())),
-            None => {}
-        }
+        self.text(name, id.map(MessageId::to_text).as_deref());
     }
 
     fn value(&mut self, name: &str, value: &Value) {

@@ -65,6 +65,6 @@ fn id(value: &Value) -> Option<MessageId> {
         Value::Uuid(u) => MessageId::Uuid(*u),
         Value::Bytes(b) => MessageId::Binary(b.clone()),
         Value::Null => return None,
-        other => MessageId::String(other.to_template_text()?),
+        other => MessageId::parse(&other.to_template_text()?),
     })
 }

@@ -19,15 +19,47 @@ pub enum MessageId {
 }
 
 impl MessageId {
-    /// The id as text, for templates and for targets that only hold strings.
+    /// The id as text, in the form Qpid JMS shows ids: strings as they are, other types with
+    /// their type prefix (`ID:AMQP_ULONG:12345`, `ID:AMQP_UUID:…`, `ID:AMQP_BINARY:CAFEBABE`).
+    /// [`MessageId::parse`] restores the type, so an id survives a trip through a protocol
+    /// whose ids are only strings.
     pub fn to_text(&self) -> String {
         match self {
             MessageId::String(s) => s.clone(),
-            MessageId::Ulong(n) => n.to_string(),
-            MessageId::Uuid(u) => format!("urn:uuid:{u}"),
-            MessageId::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+            MessageId::Ulong(n) => format!("{ULONG}{n}"),
+            MessageId::Uuid(u) => format!("{UUID}{u}"),
+            MessageId::Binary(b) => {
+                let hex: String = b.iter().map(|byte| format!("{byte:02X}")).collect();
+                format!("{BINARY}{hex}")
+            }
         }
     }
+
+    /// Reads an id written by [`MessageId::to_text`]; any other text is a string id.
+    pub fn parse(text: &str) -> MessageId {
+        let typed = if let Some(n) = text.strip_prefix(ULONG) {
+            n.parse().ok().map(MessageId::Ulong)
+        } else if let Some(u) = text.strip_prefix(UUID) {
+            u.parse().ok().map(MessageId::Uuid)
+        } else if let Some(hex) = text.strip_prefix(BINARY) {
+            decode_hex(hex).map(|b| MessageId::Binary(Bytes::from(b)))
+        } else {
+            text.strip_prefix(STRING).map(|s| MessageId::String(s.to_owned()))
+        };
+        typed.unwrap_or_else(|| MessageId::String(text.to_owned()))
+    }
+}
+
+const ULONG: &str = "ID:AMQP_ULONG:";
+const UUID: &str = "ID:AMQP_UUID:";
+const BINARY: &str = "ID:AMQP_BINARY:";
+const STRING: &str = "ID:AMQP_STRING:";
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 || !hex.is_ascii() {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect()
 }
 
 /// The standard properties shared (under various names) by the three protocols.
@@ -162,5 +194,34 @@ impl Envelope {
     pub fn take_header(&mut self, name: &str) -> Option<Value> {
         let at = self.headers.iter().position(|(n, _)| n == name)?;
         Some(self.headers.remove(at).1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_keep_their_type_through_text() {
+        let ids = [
+            (MessageId::Ulong(12345), "ID:AMQP_ULONG:12345"),
+            (
+                MessageId::Binary(Bytes::from_static(&[0xCA, 0xFE, 0xBA, 0xBE])),
+                "ID:AMQP_BINARY:CAFEBABE",
+            ),
+            (
+                MessageId::Uuid(uuid::Uuid::nil()),
+                "ID:AMQP_UUID:00000000-0000-0000-0000-000000000000",
+            ),
+            (MessageId::String("order-42".into()), "order-42"),
+        ];
+        for (id, text) in ids {
+            assert_eq!(id.to_text(), text);
+            assert_eq!(MessageId::parse(text), id);
+        }
+        assert_eq!(
+            MessageId::parse("ID:AMQP_ULONG:x"),
+            MessageId::String("ID:AMQP_ULONG:x".into())
+        );
     }
 }

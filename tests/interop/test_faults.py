@@ -354,7 +354,9 @@ def test_sigkill_mid_stream_kafka_to_rabbit(portico, rabbit):
     print(f"killed after ~1500 delivered; committed offset {resumed_at}")
 
     second = portico(config)
-    wait_until(lambda: committed_offset(topic, group) == total, 120, f"group {group} committed {total}")
+    # Offsets are committed only for records the sink confirmed: once the group's offset
+    # reaches the end, every record is in the target queue.
+    wait_until(lambda: committed_offset(topic, group) >= total, 120, f"group {group} committed {total}")
     got = drain(queue)
     offsets = [p.headers["kafka-offset"] for p, _ in got]
     for props, body in got:
@@ -362,6 +364,29 @@ def test_sigkill_mid_stream_kafka_to_rabbit(portico, rabbit):
     duplicates = reconcile(offsets, range(total), window, "kafka→rabbit SIGKILL")
     print(f"DUPLICATES kafka→rabbit after SIGKILL: {duplicates}")
     assert metric(second, "portico_messages_dead_lettered_total") == 0
+    # The committed offset is the next record to read: one past the last, not two.
+    assert committed_offset(topic, group) == total
+
+
+def test_kafka_source_resumes_at_first_unread_record(portico, rabbit):
+    """A clean stop commits the next offset to read; a restart must start exactly there."""
+    topic, group, queue, bridge = unique("fk-t"), unique("fk-g"), unique("fk-q"), unique("fk")
+    create_topic(topic)
+    rabbit.queue(queue)
+    config = kafka_to_rabbit(bridge, topic, group, queue)
+    produce(topic, [{"value": body_of(n, 64)} for n in range(100)])
+    first = portico(config)
+    wait_until(lambda: rabbit.depth(queue) == 100, 30, f"100 messages on {queue}")
+    assert first.stop(timeout=15) == 0
+    committed = committed_offset(topic, group)
+    print(f"committed after a clean stop with offsets 0..99 delivered: {committed}")
+
+    produce(topic, [{"value": body_of(n, 64)} for n in range(100, 200)])
+    portico(config)
+    wait_until(lambda: committed_offset(topic, group) >= 200, 60, f"group {group} at the end")
+    got = drain(queue)
+    reconcile([p.headers["kafka-offset"] for p, _ in got], range(200), 0, "Kafka source restart")
+    assert committed == 100, f"after consuming offsets 0..99 the group committed {committed}, not 100"
 
 
 def test_kafka_lost_then_portico_killed(portico, rabbit, tansu):
