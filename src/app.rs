@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::amqp10::{sink::Amqp10Sink, source::Amqp10Source};
 use crate::amqp091::{self, sink::Amqp091Sink, source::Amqp091Source};
 use crate::backoff::Backoff;
 use crate::bridge::Bridge;
@@ -89,10 +90,12 @@ fn connections_of(bridge: &crate::config::BridgeModel) -> impl Iterator<Item = &
     let source = match &bridge.source {
         SourceModel::Amqp091 { connection, .. } => connection.name.as_str(),
         SourceModel::Kafka { connection, .. } => connection.name.as_str(),
+        SourceModel::Amqp10 { connection, .. } => connection.name.as_str(),
     };
     let sinks = std::iter::once(&bridge.sink).chain(bridge.dead_letter.as_ref()).map(|s| match s {
         SinkModel::Amqp091 { connection, .. } => connection.name.as_str(),
         SinkModel::Kafka { connection, .. } => connection.name.as_str(),
+        SinkModel::Amqp10 { connection, .. } => connection.name.as_str(),
     });
     std::iter::once(source).chain(sinks)
 }
@@ -153,6 +156,17 @@ fn build_source(bridge: &str, model: &SourceModel, health: &Arc<Health>) -> Box<
             prefetch: *prefetch,
             health: health.clone(),
         }),
+        SourceModel::Amqp10 { connection, name, node, credit, subscription } => {
+            Box::new(Amqp10Source {
+                bridge: bridge.to_owned(),
+                connection: connection.clone(),
+                name: name.clone(),
+                node: *node,
+                credit: *credit,
+                subscription: subscription.clone(),
+                health: health.clone(),
+            })
+        }
         SourceModel::Kafka { connection, topics, group, start } => Box::new(KafkaSource {
             bridge: bridge.to_owned(),
             connection: connection.clone(),
@@ -177,6 +191,9 @@ fn build_sink(
             *persistence,
             health.clone(),
         )),
+        SinkModel::Amqp10 { connection, .. } => {
+            Arc::new(Amqp10Sink::new(role.to_owned(), connection.clone(), health.clone()))
+        }
         SinkModel::Kafka { connection, .. } => {
             let sink = match producers.get(&connection.name) {
                 Some(sink) => sink.clone(),

@@ -6,7 +6,7 @@
 //! - [`pipeline`]: the protocol-neutral [`pipeline::Envelope`], typed header values,
 //!   routing templates and routes.
 //! - [`connector`]: the `Source` and `Sink` seams every protocol implements.
-//! - [`amqp091`], [`kafka`]: one folder per protocol, each with `codec` (broker message ⇄
+//! - [`amqp091`], [`amqp10`], [`kafka`]: one folder per protocol, each with `codec` (broker message ⇄
 //!   envelope), `source`, `sink` and `topology`.
 //! - [`bridge`]: receive → translate → emit → settle for one bridge, with retries.
 //! - [`deadletter`]: what a message that cannot be delivered becomes.
@@ -14,6 +14,7 @@
 //! - [`app`], [`cli`]: assembling and running the whole.
 
 pub mod amqp091;
+pub mod amqp10;
 pub mod app;
 pub mod backoff;
 pub mod bridge;

@@ -86,6 +86,12 @@ fn merge(mut own: Properties, carried: Properties) -> Properties {
     fill!(message_id, correlation_id, content_type, content_encoding, reply_to, priority, durable);
     fill!(ttl_ms, absolute_expiry_ms, creation_time_ms, message_type, user_id, app_id, group_id);
     fill!(group_sequence, subject, to, cluster_id, reply_to_group_id);
+    // The carried creation time is the exact one; the property only has its seconds.
+    if let (Some(exact), Some(seconds)) = (carried.creation_time_ms, own.creation_time_ms) {
+        if exact.div_euclid(1000) * 1000 == seconds {
+            own.creation_time_ms = Some(exact);
+        }
+    }
     own
 }
 
@@ -160,6 +166,10 @@ pub fn encode(
     }
     if let Some(ms) = p.creation_time_ms {
         props = props.with_timestamp(u64::try_from(ms.div_euclid(1000)).unwrap_or(0));
+        // 0-9-1 timestamps are whole seconds: keep the milliseconds beside them.
+        if ms.rem_euclid(1000) != 0 {
+            overflow.push(("amqp.creation-time-ms", AMQPValue::LongLongInt(ms)));
+        }
     }
     if envelope.body_kind != BodyKind::Bytes {
         let kind = envelope.body_kind.name();
@@ -335,6 +345,17 @@ mod tests {
 
     fn facts() -> DeliveryFacts<'static> {
         DeliveryFacts { exchange: "ex", routing_key: "rk", queue: "q", redelivered: true }
+    }
+
+    #[test]
+    fn milliseconds_survive_a_hop_through_0_9_1() {
+        let mut env = Envelope::default();
+        env.properties.creation_time_ms = Some(1_700_000_000_123);
+        let out = encode(&env, Persistence::Source, "guest").expect("encodes");
+        assert_eq!(*out.timestamp(), Some(1_700_000_000));
+        let back = decode(Vec::new(), &out, facts());
+        assert_eq!(back.properties.creation_time_ms, Some(1_700_000_000_123));
+        assert!(back.headers.is_empty(), "{:?}", back.headers);
     }
 
     #[test]

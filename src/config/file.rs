@@ -38,6 +38,7 @@ impl Default for TelemetryFile {
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Amqp091,
+    Amqp10,
     Kafka,
 }
 
@@ -45,6 +46,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Amqp091 => "amqp091",
+            Protocol::Amqp10 => "amqp10",
             Protocol::Kafka => "kafka",
         }
     }
@@ -54,8 +56,16 @@ impl Protocol {
 #[serde(deny_unknown_fields)]
 pub struct ConnectionFile {
     pub protocol: Protocol,
-    /// AMQP 0-9-1: `amqp://user:pass@host:port/vhost`.
+    /// AMQP 0-9-1: `amqp://user:pass@host:port/vhost`; AMQP 1.0: `amqp://user:pass@host:port`.
     pub url: Option<SecretUrl>,
+    /// AMQP 1.0: `activemq`, `artemis`, `rabbitmq` (3.x addresses), `rabbitmq4` or `generic`.
+    pub flavor: Option<String>,
+    /// AMQP 1.0: the container id announced to the broker (default `portico-<connection>`).
+    pub container_id: Option<String>,
+    /// AMQP 1.0: idle timeout announced to the peer.
+    pub idle_timeout: Option<Span>,
+    /// AMQP 1.0: the largest frame to accept.
+    pub max_frame_size: Option<u32>,
     /// Kafka: `host:port[,host:port...]`.
     pub brokers: Option<String>,
     /// Kafka: extra librdkafka properties, passed through unchanged.
@@ -144,6 +154,14 @@ pub struct SourceFile {
     pub group: Option<String>,
     /// Kafka: where a new group starts, `earliest` or `latest`.
     pub start: Option<String>,
+    /// AMQP 1.0: a topic to consume (queue sources use `queue`).
+    pub topic: Option<String>,
+    /// AMQP 1.0: an address exactly as the broker spells it.
+    pub address: Option<String>,
+    /// AMQP 1.0: link credit, the deliveries the broker may send ahead.
+    pub credit: Option<u32>,
+    /// AMQP 1.0: name of a durable topic subscription (kept while portico is away).
+    pub subscription: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,8 +173,12 @@ pub struct SinkFile {
     pub routing_key: Option<TemplateFile>,
     /// AMQP 0-9-1: `source` (carry the source's durability), `always` or `never`.
     pub persistent: Option<String>,
-    /// Kafka: the topic.
+    /// Kafka: the topic. AMQP 1.0: a topic address.
     pub topic: Option<TemplateFile>,
+    /// AMQP 1.0: a queue address.
+    pub queue: Option<TemplateFile>,
+    /// AMQP 1.0: an address exactly as the broker spells it.
+    pub address: Option<TemplateFile>,
     /// Kafka: the record key.
     pub key: Option<TemplateFile>,
 }

@@ -7,11 +7,12 @@ use std::path::Path;
 use super::env;
 use super::file::{BridgeFile, File, Protocol, SinkFile, SourceFile, TemplateFile};
 use super::model::{
-    Amqp091Connection, BridgeModel, ConnectionModel, KafkaConnection, Model, Persistence,
-    RetryModel, SinkModel, SourceModel,
+    Amqp10Connection, Amqp091Connection, BridgeModel, ConnectionModel, Flavor, KafkaConnection,
+    Model, Persistence, RetryModel, SinkModel, SourceModel,
 };
 use super::position::Positions;
-use crate::pipeline::{RouteTemplate, Template};
+use crate::pipeline::{Node, RouteTemplate, Template};
+use std::time::Duration;
 
 /// Default prefetch: deep enough to keep a confirm pipeline busy, small enough that a
 /// restart redelivers little.
@@ -180,15 +181,28 @@ impl Checker {
         &mut self,
         path: &str,
         name: &str,
-        conn: super::file::ConnectionFile,
+        mut conn: super::file::ConnectionFile,
     ) -> ConnectionModel {
         let mut model = ConnectionModel {
             protocol: conn.protocol,
             amqp091: None,
+            amqp10: None,
             kafka: None,
-            declare: conn.declare.unwrap_or_default(),
+            declare: conn.declare.take().unwrap_or_default(),
         };
+        if conn.protocol != Protocol::Amqp10 {
+            let only_amqp10 = [
+                ("flavor", conn.flavor.is_some()),
+                ("container_id", conn.container_id.is_some()),
+                ("idle_timeout", conn.idle_timeout.is_some()),
+                ("max_frame_size", conn.max_frame_size.is_some()),
+            ];
+            for (field, present) in only_amqp10 {
+                self.forbid(path, field, present, conn.protocol.name(), "an amqp10 connection");
+            }
+        }
         match conn.protocol {
+            Protocol::Amqp10 => model.amqp10 = self.amqp10_connection(path, name, conn, &model),
             Protocol::Amqp091 => {
                 self.forbid(path, "brokers", conn.brokers.is_some(), "amqp091", "url");
                 self.forbid(path, "options", !conn.options.is_empty(), "amqp091", "url");
@@ -273,6 +287,7 @@ impl Checker {
         let default_in_flight = match &source {
             SourceModel::Amqp091 { prefetch, .. } => usize::from(*prefetch).max(1),
             SourceModel::Kafka { .. } => 1024,
+            SourceModel::Amqp10 { credit, .. } => usize::try_from(*credit).unwrap_or(1024).max(1),
         };
         let max_in_flight = bridge.max_in_flight.unwrap_or(default_in_flight);
         if max_in_flight == 0 {
@@ -321,6 +336,10 @@ impl Checker {
                     ("topics", source.topics.is_some()),
                     ("group", source.group.is_some()),
                     ("start", source.start.is_some()),
+                    ("topic", source.topic.is_some()),
+                    ("address", source.address.is_some()),
+                    ("credit", source.credit.is_some()),
+                    ("subscription", source.subscription.is_some()),
                 ] {
                     self.forbid(path, field, present, "amqp091", "queue");
                 }
@@ -340,8 +359,17 @@ impl Checker {
                 }
                 Some(SourceModel::Amqp091 { connection: conn.amqp091.clone()?, queue, prefetch })
             }
+            Protocol::Amqp10 => self.amqp10_source(path, source, conn),
             Protocol::Kafka => {
                 self.forbid(path, "queue", source.queue.is_some(), "kafka", "topics");
+                for (field, present) in [
+                    ("topic", source.topic.is_some()),
+                    ("address", source.address.is_some()),
+                    ("credit", source.credit.is_some()),
+                    ("subscription", source.subscription.is_some()),
+                ] {
+                    self.forbid(path, field, present, "kafka", "topics");
+                }
                 self.forbid(
                     path,
                     "prefetch",
@@ -405,6 +433,8 @@ impl Checker {
                     "exchange and routing_key",
                 );
                 self.forbid(path, "key", sink.key.is_some(), "amqp091", "routing_key");
+                self.forbid(path, "queue", sink.queue.is_some(), "amqp091", "routing_key");
+                self.forbid(path, "address", sink.address.is_some(), "amqp091", "exchange");
                 let Some(exchange) = sink.exchange else {
                     self.problem(
                         path.to_owned(),
@@ -438,10 +468,13 @@ impl Checker {
                     persistence,
                 })
             }
+            Protocol::Amqp10 => self.amqp10_sink(path, sink, conn),
             Protocol::Kafka => {
                 for (field, present) in [
                     ("exchange", sink.exchange.is_some()),
                     ("routing_key", sink.routing_key.is_some()),
+                    ("queue", sink.queue.is_some()),
+                    ("address", sink.address.is_some()),
                     ("persistent", sink.persistent.is_some()),
                 ] {
                     self.forbid(path, field, present, "kafka", "topic and key");
@@ -461,6 +494,131 @@ impl Checker {
                 })
             }
         }
+    }
+
+    fn amqp10_connection(
+        &mut self,
+        path: &str,
+        name: &str,
+        conn: super::file::ConnectionFile,
+        model: &ConnectionModel,
+    ) -> Option<Amqp10Connection> {
+        self.forbid(path, "brokers", conn.brokers.is_some(), "amqp10", "url");
+        self.forbid(path, "options", !conn.options.is_empty(), "amqp10", "url");
+        let d = &model.declare;
+        let declared = !d.topics.is_empty() || !d.queues.is_empty() || !d.exchanges.is_empty();
+        self.forbid(path, "declare", declared, "amqp10", "the broker's own configuration");
+        let flavor = match conn.flavor.as_deref() {
+            None => Some(Flavor::Generic),
+            Some(flavor) => Flavor::parse(flavor).or_else(|| {
+                let message =
+                    format!("{flavor:?}: use activemq, artemis, rabbitmq, rabbitmq4 or generic");
+                self.problem(format!("{path}.flavor"), message);
+                None
+            }),
+        };
+        let url = match conn.url {
+            Some(url)
+                if url.expose().starts_with("amqp://") || url.expose().starts_with("amqps://") =>
+            {
+                Some(url)
+            }
+            Some(url) => {
+                let message = format!(
+                    "{} is not an AMQP URL: write amqp://user:pass@host:5672",
+                    url.redacted()
+                );
+                self.problem(format!("{path}.url"), message);
+                None
+            }
+            None => {
+                self.problem(path.to_owned(), "missing field `url` (amqp://user:pass@host:5672)");
+                None
+            }
+        };
+        Some(Amqp10Connection {
+            name: name.to_owned(),
+            url: url?,
+            flavor: flavor?,
+            container_id: conn.container_id.unwrap_or_else(|| format!("portico-{name}")),
+            idle_timeout: conn.idle_timeout.map_or(Duration::from_secs(60), |s| s.0),
+            // Below 512 bytes AMQP 1.0 cannot open a connection at all.
+            max_frame_size: conn.max_frame_size.unwrap_or(65_536).max(512),
+        })
+    }
+
+    fn amqp10_source(
+        &mut self,
+        path: &str,
+        source: SourceFile,
+        conn: &ConnectionModel,
+    ) -> Option<SourceModel> {
+        for (field, present) in [
+            ("topics", source.topics.is_some()),
+            ("group", source.group.is_some()),
+            ("start", source.start.is_some()),
+            ("prefetch", source.prefetch.is_some()),
+        ] {
+            self.forbid(path, field, present, "amqp10", "credit");
+        }
+        let named = [
+            (Node::Queue, source.queue),
+            (Node::Topic, source.topic),
+            (Node::Address, source.address),
+        ];
+        let mut named = named.into_iter().filter_map(|(node, name)| Some((node, name?)));
+        let (node, name) = match (named.next(), named.next()) {
+            (Some(one), None) => one,
+            _ => {
+                self.problem(path.to_owned(), "give exactly one of `queue`, `topic` or `address`");
+                return None;
+            }
+        };
+        if source.subscription.is_some() && node == Node::Queue {
+            self.problem(format!("{path}.subscription"), "durable subscriptions apply to topics");
+        }
+        let credit = source.credit.unwrap_or(256);
+        if credit == 0 {
+            self.problem(format!("{path}.credit"), "must be at least 1");
+        }
+        Some(SourceModel::Amqp10 {
+            connection: conn.amqp10.clone()?,
+            name,
+            node,
+            credit,
+            subscription: source.subscription,
+        })
+    }
+
+    fn amqp10_sink(
+        &mut self,
+        path: &str,
+        sink: SinkFile,
+        conn: &ConnectionModel,
+    ) -> Option<SinkModel> {
+        for (field, present) in [
+            ("exchange", sink.exchange.is_some()),
+            ("routing_key", sink.routing_key.is_some()),
+            ("key", sink.key.is_some()),
+            ("persistent", sink.persistent.is_some()),
+        ] {
+            self.forbid(path, field, present, "amqp10", "queue, topic or address");
+        }
+        let named = [(Node::Queue, "queue", &sink.queue), (Node::Topic, "topic", &sink.topic)];
+        let named = named.into_iter().chain([(Node::Address, "address", &sink.address)]);
+        let mut named = named.filter_map(|(node, field, t)| Some((node, field, t.as_ref()?)));
+        let (node, field, template) = match (named.next(), named.next()) {
+            (Some(one), None) => one,
+            _ => {
+                self.problem(path.to_owned(), "give exactly one of `queue`, `topic` or `address`");
+                return None;
+            }
+        };
+        let name = self.template(&format!("{path}.{field}"), template)?;
+        Some(SinkModel::Amqp10 {
+            connection: conn.amqp10.clone()?,
+            route: RouteTemplate::Amqp10 { name, node },
+        })
     }
 
     fn template(&mut self, path: &str, field: &TemplateFile) -> Option<Template> {

@@ -20,6 +20,7 @@ pub struct Model {
 pub struct ConnectionModel {
     pub protocol: Protocol,
     pub amqp091: Option<Amqp091Connection>,
+    pub amqp10: Option<Amqp10Connection>,
     pub kafka: Option<KafkaConnection>,
     pub declare: DeclareFile,
 }
@@ -30,11 +31,60 @@ pub struct Amqp091Connection {
     pub url: SecretUrl,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct KafkaConnection {
     pub name: String,
     pub brokers: String,
     pub options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Options may hold `sasl.password` or key material: show the names only.
+        f.debug_struct("KafkaConnection")
+            .field("name", &self.name)
+            .field("brokers", &self.brokers)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// How an AMQP 1.0 broker spells addresses and whether it speaks JMS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    ActiveMq,
+    Artemis,
+    RabbitMq,
+    RabbitMq4,
+    Generic,
+}
+
+impl Flavor {
+    pub fn parse(name: &str) -> Option<Flavor> {
+        Some(match name {
+            "activemq" => Flavor::ActiveMq,
+            "artemis" => Flavor::Artemis,
+            "rabbitmq" => Flavor::RabbitMq,
+            "rabbitmq4" => Flavor::RabbitMq4,
+            "generic" => Flavor::Generic,
+            _ => return None,
+        })
+    }
+
+    /// ActiveMQ and Artemis deliver to JMS clients, which need the Qpid JMS conventions.
+    pub fn jms(self) -> bool {
+        matches!(self, Flavor::ActiveMq | Flavor::Artemis)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Amqp10Connection {
+    pub name: String,
+    pub url: SecretUrl,
+    pub flavor: Flavor,
+    pub container_id: String,
+    pub idle_timeout: Duration,
+    pub max_frame_size: u32,
 }
 
 #[derive(Debug)]
@@ -49,8 +99,24 @@ pub struct BridgeModel {
 
 #[derive(Debug)]
 pub enum SourceModel {
-    Amqp091 { connection: Amqp091Connection, queue: String, prefetch: u16 },
-    Kafka { connection: KafkaConnection, topics: Vec<String>, group: String, start: String },
+    Amqp091 {
+        connection: Amqp091Connection,
+        queue: String,
+        prefetch: u16,
+    },
+    Kafka {
+        connection: KafkaConnection,
+        topics: Vec<String>,
+        group: String,
+        start: String,
+    },
+    Amqp10 {
+        connection: Amqp10Connection,
+        name: String,
+        node: crate::pipeline::Node,
+        credit: u32,
+        subscription: Option<String>,
+    },
 }
 
 /// How an AMQP 0-9-1 sink sets `delivery_mode`.
@@ -66,12 +132,15 @@ pub enum Persistence {
 pub enum SinkModel {
     Amqp091 { connection: Amqp091Connection, route: RouteTemplate, persistence: Persistence },
     Kafka { connection: KafkaConnection, route: RouteTemplate },
+    Amqp10 { connection: Amqp10Connection, route: RouteTemplate },
 }
 
 impl SinkModel {
     pub fn route(&self) -> &RouteTemplate {
         match self {
-            SinkModel::Amqp091 { route, .. } | SinkModel::Kafka { route, .. } => route,
+            SinkModel::Amqp091 { route, .. }
+            | SinkModel::Kafka { route, .. }
+            | SinkModel::Amqp10 { route, .. } => route,
         }
     }
 
@@ -79,6 +148,7 @@ impl SinkModel {
         match self {
             SinkModel::Amqp091 { .. } => "amqp091",
             SinkModel::Kafka { .. } => "kafka",
+            SinkModel::Amqp10 { .. } => "amqp10",
         }
     }
 }
@@ -88,6 +158,7 @@ impl SourceModel {
         match self {
             SourceModel::Amqp091 { .. } => "amqp091",
             SourceModel::Kafka { .. } => "kafka",
+            SourceModel::Amqp10 { .. } => "amqp10",
         }
     }
 }

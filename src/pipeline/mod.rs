@@ -8,6 +8,6 @@ pub mod template;
 pub mod value;
 
 pub use envelope::{BodyKind, Envelope, MessageId, Origin, Properties};
-pub use route::{Route, RouteTemplate};
+pub use route::{Node, Route, RouteTemplate};
 pub use template::Template;
 pub use value::Value;

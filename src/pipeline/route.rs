@@ -11,8 +11,28 @@ const TOPIC_MAX: usize = 249;
 /// Where one message goes, with every template already rendered.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Route {
-    Amqp091 { exchange: String, routing_key: String },
-    Kafka { topic: String, key: Option<String> },
+    Amqp091 {
+        exchange: String,
+        routing_key: String,
+    },
+    Kafka {
+        topic: String,
+        key: Option<String>,
+    },
+    /// A node name; the sink spells it as its broker's address (see [`Node`]).
+    Amqp10 {
+        name: String,
+        node: Node,
+    },
+}
+
+/// What an AMQP 1.0 name refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node {
+    Queue,
+    Topic,
+    /// An address exactly as the broker spells it.
+    Address,
 }
 
 /// The templates of one sink, parsed from the configuration.
@@ -20,6 +40,7 @@ pub enum Route {
 pub enum RouteTemplate {
     Amqp091 { exchange: Template, routing_key: Template },
     Kafka { topic: Template, key: Option<Template> },
+    Amqp10 { name: Template, node: Node },
 }
 
 /// Why a message has no valid destination. Always permanent: the same message would fail
@@ -34,6 +55,8 @@ pub enum TranslateError {
     ExchangeTooLong(usize),
     #[error("invalid Kafka topic {0:?}: use 1-249 of [a-zA-Z0-9._-]")]
     InvalidTopic(String),
+    #[error("the address template rendered an empty address")]
+    EmptyAddress,
 }
 
 impl TranslateError {
@@ -44,6 +67,7 @@ impl TranslateError {
             TranslateError::RoutingKeyTooLong(_) => "routing key too long",
             TranslateError::ExchangeTooLong(_) => "exchange name too long",
             TranslateError::InvalidTopic(_) => "invalid topic",
+            TranslateError::EmptyAddress => "empty address",
         }
     }
 }
@@ -70,6 +94,13 @@ impl RouteTemplate {
                 }
                 let key = key.as_ref().map(|k| k.render(envelope)).transpose()?;
                 Ok(Route::Kafka { topic, key })
+            }
+            RouteTemplate::Amqp10 { name, node } => {
+                let name = name.render(envelope)?;
+                if name.is_empty() {
+                    return Err(TranslateError::EmptyAddress);
+                }
+                Ok(Route::Amqp10 { name, node: *node })
             }
         }
     }

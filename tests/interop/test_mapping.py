@@ -312,7 +312,7 @@ def test_numeric_types_pika_cannot_send_reach_kafka_as_text_with_types(portico, 
 def test_a_redelivered_message_is_marked(portico, rabbit):
     queue = rabbit.queue(unique("q"))
     topic = create_topic(unique("t"))
-    rabbit.publish(queue, b"again")
+    rabbit.publish(queue, b"again", delivery_mode=1)
     method, _, _ = wait_until(
         lambda: (got := rabbit.ch.basic_get(queue, auto_ack=False))[0] and got, 10, "the message"
     )
@@ -322,6 +322,7 @@ def test_a_redelivered_message_is_marked(portico, rabbit):
     [record] = consume(topic, 1, extra=1.0)
     assert record.value() == b"again"
     assert record.headers() == [
+        ("amqp.durable", b"false"),
         ("amqp.exchange", b""),
         ("amqp.routing-key", queue.encode()),
         ("amqp.redelivered", b"true"),

@@ -1,0 +1,453 @@
+//! AMQP 1.0 messages to envelopes and back, with the JMS conventions of Qpid JMS.
+//!
+//! Sections map as follows. `header` and `properties` fill the envelope's properties (the
+//! JMS headers live there: JMSDeliveryMode is `durable`, JMSPriority `priority`, JMSType
+//! `subject`, JMSTimestamp `creation-time`). `application-properties` become headers under
+//! their own names; `message-annotations` become headers under their `x-` names, so that a
+//! header named `x-…` goes back into the annotations. Application properties may only hold
+//! simple values: a list, a map or a decimal is written as its text and its type recorded in
+//! the `x-opt-portico-types` annotation, which restores it on the way back.
+//!
+//! The body keeps its kind: `data` sections are bytes, an `amqp-value` string is text, an
+//! `amqp-value` map or list (JMS Map and Stream messages) travels as JSON with its shape.
+//! Delivery annotations are hop-by-hop and stop here.
+
+use bytes::Bytes;
+use fe2o3_amqp::types::messaging::annotations::OwnedKey;
+use fe2o3_amqp::types::messaging::{
+    AmqpSequence, AmqpValue, ApplicationProperties, Body, Data, Header, Message,
+    MessageAnnotations, MessageId as AmqpId, Properties as AmqpProperties,
+};
+use fe2o3_amqp::types::primitives::{
+    Binary, OrderedMap, SimpleValue, Symbol, Timestamp, Uuid as AmqpUuid, Value as AmqpValueT,
+};
+use serde_json::Value as Json;
+
+use crate::pipeline::{BodyKind, Envelope, MessageId, Origin, Properties, Value};
+
+/// The annotation holding the types of application properties written as text.
+pub const TYPES_ANNOTATION: &str = "x-opt-portico-types";
+/// Qpid JMS message type annotation (AMQP byte).
+pub const JMS_MSG_TYPE: &str = "x-opt-jms-msg-type";
+/// Qpid JMS destination type annotation (AMQP byte: 0 queue, 1 topic).
+pub const JMS_DEST: &str = "x-opt-jms-dest";
+
+/// JMS message types, as `x-opt-jms-msg-type` numbers them.
+const JMS_MAP: i8 = 2;
+const JMS_BYTES: i8 = 3;
+const JMS_STREAM: i8 = 4;
+const JMS_TEXT: i8 = 5;
+
+/// The message type fe2o3 decodes into: any body.
+pub type AmqpMessage = Message<Body<AmqpValueT>>;
+
+/// How the peer reads messages: plain AMQP 1.0, or a JMS broker that needs the Qpid JMS
+/// annotations and JMS-legal property values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub jms: bool,
+    /// `Some(true)` for a topic, `Some(false)` for a queue, when the route says.
+    pub topic: Option<bool>,
+}
+
+/// Decodes one received message.
+pub fn decode(message: AmqpMessage, address: &str) -> Envelope {
+    let mut envelope = Envelope::default();
+    let mut types = serde_json::Map::new();
+    if let Some(annotations) = &message.message_annotations {
+        if let Some(AmqpValueT::String(t) | AmqpValueT::Symbol(Symbol(t))) =
+            annotations.0.get(&OwnedKey::Symbol(Symbol::from(TYPES_ANNOTATION)))
+        {
+            types = serde_json::from_str(t).unwrap_or_default();
+        }
+    }
+    decode_header(message.header.as_ref(), &mut envelope);
+    if let Some(p) = message.properties {
+        decode_properties(p, &mut envelope.properties);
+    }
+    if let Some(annotations) = message.message_annotations {
+        for (key, value) in annotations.0 {
+            let name = match key {
+                OwnedKey::Symbol(Symbol(s)) => s,
+                OwnedKey::Ulong(n) => n.to_string(),
+            };
+            if name != TYPES_ANNOTATION {
+                envelope.headers.push((name, from_amqp(&value)));
+            }
+        }
+    }
+    if let Some(props) = message.application_properties {
+        for (name, value) in props.0 {
+            let value = from_simple(&value);
+            let value = match (types.get(&name), &value) {
+                (Some(shape), Value::String(text)) => {
+                    Value::from_text(text.as_bytes(), Some(shape)).unwrap_or(value)
+                }
+                _ => value,
+            };
+            envelope.headers.push((name, value));
+        }
+    }
+    let (body, kind) = decode_body(message.body);
+    envelope.body = body;
+    envelope.body_kind = kind;
+    envelope.origin = Origin { address: Some(address.to_owned()), ..envelope.origin };
+    envelope
+}
+
+fn decode_header(header: Option<&Header>, envelope: &mut Envelope) {
+    let p = &mut envelope.properties;
+    match header {
+        // No header section means the spec defaults: not durable, priority 4.
+        None => p.durable = Some(false),
+        Some(h) => {
+            p.durable = Some(h.durable);
+            p.priority = Some(h.priority.0);
+            p.ttl_ms = h.ttl.map(u64::from);
+            envelope.origin.delivery_count = Some(h.delivery_count);
+            envelope.origin.redelivered = h.delivery_count > 0;
+        }
+    }
+}
+
+fn decode_properties(p: AmqpProperties, out: &mut Properties) {
+    out.message_id = p.message_id.map(from_id);
+    out.correlation_id = p.correlation_id.map(from_id);
+    out.user_id = p.user_id.map(|b| Bytes::from(b.into_vec()));
+    out.to = p.to;
+    out.subject = p.subject;
+    out.reply_to = p.reply_to;
+    out.content_type = p.content_type.map(|s| s.0);
+    out.content_encoding = p.content_encoding.map(|s| s.0);
+    // Zero means "not set" for JMS (JMSExpiration 0 = never, JMSTimestamp 0 = unset).
+    out.absolute_expiry_ms = p.absolute_expiry_time.map(|t| t.milliseconds()).filter(|ms| *ms > 0);
+    out.creation_time_ms = p.creation_time.map(|t| t.milliseconds()).filter(|ms| *ms != 0);
+    out.group_id = p.group_id;
+    out.group_sequence = p.group_sequence;
+    out.reply_to_group_id = p.reply_to_group_id;
+}
+
+fn decode_body(body: Body<AmqpValueT>) -> (Bytes, BodyKind) {
+    match body {
+        Body::Data(sections) => {
+            let mut bytes = Vec::new();
+            for Data(section) in sections.into_iter() {
+                bytes.extend_from_slice(section.as_slice());
+            }
+            (Bytes::from(bytes), BodyKind::Bytes)
+        }
+        Body::Value(AmqpValue(value)) => match value {
+            AmqpValueT::String(s) => (Bytes::from(s), BodyKind::Text),
+            AmqpValueT::Binary(b) => (Bytes::from(b.into_vec()), BodyKind::Bytes),
+            AmqpValueT::Null => (Bytes::new(), BodyKind::Bytes),
+            other => structured(from_amqp(&other)),
+        },
+        Body::Sequence(sections) => {
+            let items = sections.into_iter().flat_map(|AmqpSequence(items)| items);
+            structured(Value::List(items.map(|v| from_amqp(&v)).collect()))
+        }
+        Body::Empty => (Bytes::new(), BodyKind::Bytes),
+    }
+}
+
+/// A map or list body as JSON text plus its shape; a scalar as its text.
+fn structured(value: Value) -> (Bytes, BodyKind) {
+    let shape = value.shape().unwrap_or(Json::Null);
+    let text = value.to_text().unwrap_or_default();
+    let kind = match value {
+        Value::Map(_) => BodyKind::Map { shape },
+        Value::List(_) => BodyKind::List { shape },
+        _ => BodyKind::Text,
+    };
+    (text, kind)
+}
+
+/// Encodes an envelope for sending to `target`.
+pub fn encode(envelope: &Envelope, target: Target, to: &str) -> AmqpMessage {
+    let p = &envelope.properties;
+    let max_priority = if target.jms { 9 } else { u8::MAX };
+    let header = Header {
+        durable: p.durable.unwrap_or(false),
+        priority: p.priority.unwrap_or(4).min(max_priority).into(),
+        ttl: p.ttl_ms.and_then(|t| u32::try_from(t).ok()),
+        first_acquirer: false,
+        delivery_count: 0,
+    };
+    let mut annotations = OrderedMap::new();
+    let mut app = OrderedMap::new();
+    let mut types = serde_json::Map::new();
+    for (name, value) in &envelope.headers {
+        if name.starts_with("x-") {
+            annotations.insert(OwnedKey::Symbol(Symbol::from(name.as_str())), to_amqp(value));
+        } else {
+            match to_simple(value, target.jms) {
+                Some(simple) => app.insert(name.clone(), simple),
+                None => {
+                    if let Some(shape) = value.shape() {
+                        types.insert(name.clone(), shape);
+                    }
+                    let text = value.to_text().unwrap_or_default();
+                    let text = String::from_utf8(text.to_vec()).unwrap_or_default();
+                    app.insert(name.clone(), SimpleValue::String(text))
+                }
+            };
+        }
+    }
+    add_origin(&mut annotations, envelope);
+    if !types.is_empty() {
+        let key = OwnedKey::Symbol(Symbol::from(TYPES_ANNOTATION));
+        annotations.insert(key, AmqpValueT::String(Json::Object(types).to_string()));
+    }
+    let body = encode_body(envelope);
+    if target.jms {
+        let kind = match &body {
+            Body::Value(AmqpValue(AmqpValueT::String(_))) => JMS_TEXT,
+            Body::Value(AmqpValue(AmqpValueT::Map(_))) => JMS_MAP,
+            Body::Value(AmqpValue(AmqpValueT::List(_))) => JMS_STREAM,
+            _ => JMS_BYTES,
+        };
+        let key = OwnedKey::Symbol(Symbol::from(JMS_MSG_TYPE));
+        annotations.as_inner_mut().entry(key).or_insert(AmqpValueT::Byte(kind));
+        if let Some(topic) = target.topic {
+            let key = OwnedKey::Symbol(Symbol::from(JMS_DEST));
+            annotations.as_inner_mut().entry(key).or_insert(AmqpValueT::Byte(i8::from(topic)));
+        }
+    }
+    Message {
+        header: Some(header),
+        delivery_annotations: None,
+        message_annotations: (!annotations.is_empty()).then_some(MessageAnnotations(annotations)),
+        properties: Some(encode_properties(p, target, to)),
+        application_properties: (!app.is_empty()).then_some(ApplicationProperties(app)),
+        body,
+        footer: None,
+    }
+}
+
+fn encode_properties(p: &Properties, target: Target, to: &str) -> AmqpProperties {
+    // JMS reads JMSType from the subject; 0-9-1's `type` is the same idea.
+    let subject = match (&p.subject, target.jms) {
+        (Some(s), _) => Some(s.clone()),
+        (None, true) => p.message_type.clone(),
+        (None, false) => None,
+    };
+    AmqpProperties {
+        message_id: p.message_id.as_ref().map(to_id),
+        user_id: p.user_id.as_ref().map(|u| Binary::from(u.to_vec())),
+        to: Some(p.to.clone().unwrap_or_else(|| to.to_owned())),
+        subject,
+        reply_to: p.reply_to.clone(),
+        correlation_id: p.correlation_id.as_ref().map(to_id),
+        content_type: p
+            .content_type
+            .as_ref()
+            .filter(|c| c.is_ascii())
+            .map(|c| Symbol::from(c.as_str())),
+        content_encoding: p
+            .content_encoding
+            .as_ref()
+            .filter(|c| c.is_ascii())
+            .map(|c| Symbol::from(c.as_str())),
+        absolute_expiry_time: p.absolute_expiry_ms.map(Timestamp::from_milliseconds),
+        creation_time: p.creation_time_ms.map(Timestamp::from_milliseconds),
+        group_id: p.group_id.clone().or_else(|| p.app_id.clone().filter(|_| !target.jms)),
+        group_sequence: p.group_sequence,
+        reply_to_group_id: p.reply_to_group_id.clone(),
+    }
+}
+
+/// Where the message came from, as annotations a 1.0 consumer can read.
+fn add_origin(annotations: &mut OrderedMap<OwnedKey, AmqpValueT>, envelope: &Envelope) {
+    let o = &envelope.origin;
+    let mut put = |key: &str, value: AmqpValueT| {
+        annotations.as_inner_mut().entry(OwnedKey::Symbol(Symbol::from(key))).or_insert(value);
+    };
+    if let Some(topic) = &o.topic {
+        put("x-opt-kafka-topic", AmqpValueT::String(topic.clone()));
+        if let Some(partition) = o.partition {
+            put("x-opt-kafka-partition", AmqpValueT::Int(partition));
+        }
+        if let Some(offset) = o.offset {
+            put("x-opt-kafka-offset", AmqpValueT::Long(offset));
+        }
+        if let Some(key) = &o.key {
+            put("x-opt-kafka-key", bytes_or_text(key));
+        }
+    }
+    if o.queue.is_some() {
+        if let Some(exchange) = &o.exchange {
+            put("x-opt-amqp-exchange", AmqpValueT::String(exchange.clone()));
+        }
+        if let Some(key) = &o.routing_key {
+            put("x-opt-amqp-routing-key", AmqpValueT::String(key.clone()));
+        }
+    }
+}
+
+fn encode_body(envelope: &Envelope) -> Body<AmqpValueT> {
+    let data = || Body::Data(vec![Data(Binary::from(envelope.body.to_vec()))].into());
+    match &envelope.body_kind {
+        BodyKind::Text => match std::str::from_utf8(&envelope.body) {
+            Ok(text) => Body::Value(AmqpValue(AmqpValueT::String(text.to_owned()))),
+            Err(_) => data(),
+        },
+        BodyKind::Map { shape } | BodyKind::List { shape } => {
+            match Value::from_text(&envelope.body, Some(shape)) {
+                Ok(value) => Body::Value(AmqpValue(to_amqp(&value))),
+                Err(_) => data(),
+            }
+        }
+        // An empty payload is an empty data section, never amqp-value(null): that would read
+        // as a TextMessage(null) to a JMS consumer.
+        BodyKind::Bytes => data(),
+    }
+}
+
+fn bytes_or_text(bytes: &[u8]) -> AmqpValueT {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => AmqpValueT::String(s.to_owned()),
+        Err(_) => AmqpValueT::Binary(bytes.to_vec().into()),
+    }
+}
+
+fn from_id(id: AmqpId) -> MessageId {
+    match id {
+        AmqpId::String(s) => MessageId::String(s),
+        AmqpId::Ulong(n) => MessageId::Ulong(n),
+        AmqpId::Uuid(u) => MessageId::Uuid(uuid::Uuid::from_bytes(u.into_inner())),
+        AmqpId::Binary(b) => MessageId::Binary(Bytes::from(b.into_vec())),
+    }
+}
+
+fn to_id(id: &MessageId) -> AmqpId {
+    // A string id may be a typed id that crossed a string-only protocol.
+    let id = match id {
+        MessageId::String(s) => MessageId::parse(s),
+        other => other.clone(),
+    };
+    match id {
+        MessageId::String(s) => AmqpId::String(s),
+        MessageId::Ulong(n) => AmqpId::Ulong(n),
+        MessageId::Uuid(u) => AmqpId::Uuid(AmqpUuid::from(*u.as_bytes())),
+        MessageId::Binary(b) => AmqpId::Binary(Binary::from(b.to_vec())),
+    }
+}
+
+/// Reads any AMQP 1.0 value.
+pub fn from_amqp(value: &AmqpValueT) -> Value {
+    match value {
+        AmqpValueT::Null => Value::Null,
+        AmqpValueT::Bool(b) => Value::Bool(*b),
+        AmqpValueT::Ubyte(n) => Value::U8(*n),
+        AmqpValueT::Ushort(n) => Value::U16(*n),
+        AmqpValueT::Uint(n) => Value::U32(*n),
+        AmqpValueT::Ulong(n) => Value::U64(*n),
+        AmqpValueT::Byte(n) => Value::I8(*n),
+        AmqpValueT::Short(n) => Value::I16(*n),
+        AmqpValueT::Int(n) => Value::I32(*n),
+        AmqpValueT::Long(n) => Value::I64(*n),
+        AmqpValueT::Float(n) => Value::F32(n.into_inner()),
+        AmqpValueT::Double(n) => Value::F64(n.into_inner()),
+        AmqpValueT::Char(c) => Value::String(c.to_string()),
+        AmqpValueT::Timestamp(t) => Value::Timestamp(t.milliseconds()),
+        AmqpValueT::Uuid(u) => Value::Uuid(uuid::Uuid::from_bytes(*u.as_inner())),
+        AmqpValueT::Binary(b) => Value::Bytes(Bytes::copy_from_slice(b.as_ref())),
+        AmqpValueT::String(s) => Value::String(s.clone()),
+        AmqpValueT::Symbol(Symbol(s)) => Value::String(s.clone()),
+        AmqpValueT::List(items) => Value::List(items.iter().map(from_amqp).collect()),
+        AmqpValueT::Array(items) => Value::List(items.0.iter().map(from_amqp).collect()),
+        AmqpValueT::Map(entries) => {
+            Value::Map(entries.iter().map(|(k, v)| (key_text(k), from_amqp(v))).collect())
+        }
+        // IEEE 754-2008 decimals and described values have no envelope type; keep their
+        // encoding's bytes so nothing is silently dropped.
+        other => Value::Bytes(Bytes::from(serde_amqp::to_vec(other).unwrap_or_default())),
+    }
+}
+
+fn key_text(key: &AmqpValueT) -> String {
+    match key {
+        AmqpValueT::String(s) | AmqpValueT::Symbol(Symbol(s)) => s.clone(),
+        other => from_amqp(other).to_template_text().unwrap_or_default(),
+    }
+}
+
+fn from_simple(value: &SimpleValue) -> Value {
+    match value {
+        SimpleValue::Null => Value::Null,
+        SimpleValue::Bool(b) => Value::Bool(*b),
+        SimpleValue::Ubyte(n) => Value::U8(*n),
+        SimpleValue::Ushort(n) => Value::U16(*n),
+        SimpleValue::Uint(n) => Value::U32(*n),
+        SimpleValue::Ulong(n) => Value::U64(*n),
+        SimpleValue::Byte(n) => Value::I8(*n),
+        SimpleValue::Short(n) => Value::I16(*n),
+        SimpleValue::Int(n) => Value::I32(*n),
+        SimpleValue::Long(n) => Value::I64(*n),
+        SimpleValue::Float(n) => Value::F32(n.into_inner()),
+        SimpleValue::Double(n) => Value::F64(n.into_inner()),
+        SimpleValue::Char(c) => Value::String(c.to_string()),
+        SimpleValue::Timestamp(t) => Value::Timestamp(t.milliseconds()),
+        SimpleValue::Uuid(u) => Value::Uuid(uuid::Uuid::from_bytes(*u.as_inner())),
+        SimpleValue::Binary(b) => Value::Bytes(Bytes::copy_from_slice(b.as_ref())),
+        SimpleValue::String(s) => Value::String(s.clone()),
+        SimpleValue::Symbol(Symbol(s)) => Value::String(s.clone()),
+        other => Value::Bytes(Bytes::from(serde_amqp::to_vec(other).unwrap_or_default())),
+    }
+}
+
+/// Writes any value as an AMQP 1.0 value.
+pub fn to_amqp(value: &Value) -> AmqpValueT {
+    match value {
+        Value::Null => AmqpValueT::Null,
+        Value::Bool(b) => AmqpValueT::Bool(*b),
+        Value::I8(n) => AmqpValueT::Byte(*n),
+        Value::U8(n) => AmqpValueT::Ubyte(*n),
+        Value::I16(n) => AmqpValueT::Short(*n),
+        Value::U16(n) => AmqpValueT::Ushort(*n),
+        Value::I32(n) => AmqpValueT::Int(*n),
+        Value::U32(n) => AmqpValueT::Uint(*n),
+        Value::I64(n) => AmqpValueT::Long(*n),
+        Value::U64(n) => AmqpValueT::Ulong(*n),
+        Value::F32(n) => AmqpValueT::Float((*n).into()),
+        Value::F64(n) => AmqpValueT::Double((*n).into()),
+        Value::Timestamp(ms) => AmqpValueT::Timestamp(Timestamp::from_milliseconds(*ms)),
+        Value::Uuid(u) => AmqpValueT::Uuid(AmqpUuid::from(*u.as_bytes())),
+        Value::Bytes(b) => AmqpValueT::Binary(b.to_vec().into()),
+        Value::String(s) => AmqpValueT::String(s.clone()),
+        // AMQP 1.0 decimals are IEEE 754-2008, a different encoding: carry the exact text.
+        Value::Decimal { .. } => AmqpValueT::String(value.to_template_text().unwrap_or_default()),
+        Value::List(items) => AmqpValueT::List(items.iter().map(to_amqp).collect()),
+        Value::Map(entries) => AmqpValueT::Map(
+            entries.iter().map(|(k, v)| (AmqpValueT::String(k.clone()), to_amqp(v))).collect(),
+        ),
+    }
+}
+
+/// The value as an application property, or `None` when it must travel as text (lists,
+/// maps and decimals always; bytes and unsigned integers for JMS, which has neither).
+fn to_simple(value: &Value, jms: bool) -> Option<SimpleValue> {
+    Some(match value {
+        Value::Null => SimpleValue::Null,
+        Value::Bool(b) => SimpleValue::Bool(*b),
+        Value::I8(n) => SimpleValue::Byte(*n),
+        Value::I16(n) => SimpleValue::Short(*n),
+        Value::I32(n) => SimpleValue::Int(*n),
+        Value::I64(n) => SimpleValue::Long(*n),
+        // JMS has no unsigned types: widen to the next signed one, value exact.
+        Value::U8(n) if jms => SimpleValue::Short(i16::from(*n)),
+        Value::U16(n) if jms => SimpleValue::Int(i32::from(*n)),
+        Value::U32(n) if jms => SimpleValue::Long(i64::from(*n)),
+        Value::U8(n) => SimpleValue::Ubyte(*n),
+        Value::U16(n) => SimpleValue::Ushort(*n),
+        Value::U32(n) => SimpleValue::Uint(*n),
+        Value::U64(n) if !jms => SimpleValue::Ulong(*n),
+        Value::F32(n) => SimpleValue::Float((*n).into()),
+        Value::F64(n) => SimpleValue::Double((*n).into()),
+        Value::Timestamp(ms) if !jms => SimpleValue::Timestamp(Timestamp::from_milliseconds(*ms)),
+        Value::Uuid(u) if !jms => SimpleValue::Uuid(AmqpUuid::from(*u.as_bytes())),
+        Value::Bytes(b) if !jms => SimpleValue::Binary(b.to_vec().into()),
+        Value::String(s) => SimpleValue::String(s.clone()),
+        _ => return None,
+    })
+}
