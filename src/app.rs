@@ -48,6 +48,7 @@ pub async fn run(model: Model) -> anyhow::Result<()> {
             source: build_source(&name, &bridge.source, &health),
             sink,
             route: bridge.sink.route().clone(),
+            rules: bridge.rules.clone(),
             dead_letter,
             max_in_flight: bridge.max_in_flight,
             retry: bridge.retry,

@@ -17,7 +17,8 @@ use crate::backoff::Backoff;
 use crate::config::model::RetryModel;
 use crate::connector::{DeliveryError, Disposition, Pending, Received, Sink, Source};
 use crate::deadletter::{DeadLetter, Failure, Stage};
-use crate::pipeline::{Route, RouteTemplate};
+use crate::pipeline::route::TranslateError;
+use crate::pipeline::{Envelope, Route, RouteTemplate, Rules};
 use crate::telemetry::{BridgeMetrics, Health, RateLimit};
 
 /// Everything a bridge needs, assembled by [`crate::app`].
@@ -26,6 +27,7 @@ pub struct Bridge {
     pub source: Box<dyn Source>,
     pub sink: Arc<dyn Sink>,
     pub route: RouteTemplate,
+    pub rules: Rules,
     pub dead_letter: Option<DeadLetter>,
     pub max_in_flight: usize,
     pub retry: RetryModel,
@@ -37,6 +39,7 @@ pub struct Bridge {
 struct Shared {
     name: String,
     sink: Arc<dyn Sink>,
+    rules: Rules,
     dead_letter: Option<DeadLetter>,
     retry: RetryModel,
     metrics: BridgeMetrics,
@@ -49,9 +52,19 @@ struct Shared {
 /// One message on its way, holding its in-flight permit until settled.
 struct Work {
     received: Received,
+    /// The envelope after the bridge's `set:` rules, when any apply; the dead letter
+    /// still gets `received.envelope`.
+    outgoing: Option<Envelope>,
     attempts: u32,
     started: Instant,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Work {
+    /// What the sink receives.
+    fn envelope(&self) -> &Envelope {
+        self.outgoing.as_ref().unwrap_or(&self.received.envelope)
+    }
 }
 
 impl Bridge {
@@ -74,6 +87,7 @@ impl Bridge {
         let shared = Arc::new(Shared {
             name: self.name.clone(),
             sink: self.sink,
+            rules: self.rules,
             dead_letter: self.dead_letter,
             retry: self.retry,
             metrics: self.metrics,
@@ -99,7 +113,13 @@ impl Bridge {
             };
             shared.metrics.received.inc();
             shared.metrics.in_flight.inc();
-            let work = Work { received, attempts: 0, started: Instant::now(), _permit: permit };
+            let work = Work {
+                received,
+                outgoing: None,
+                attempts: 0,
+                started: Instant::now(),
+                _permit: permit,
+            };
             shared.clone().dispatch(&self.route, work).await;
         }
 
@@ -131,9 +151,20 @@ impl Bridge {
 
 impl Shared {
     /// Translates and emits one message in source order; awaits its confirmation elsewhere.
-    async fn dispatch(self: Arc<Self>, route: &RouteTemplate, work: Work) {
-        let route = match route.resolve(&work.received.envelope) {
-            Ok(route) => route,
+    async fn dispatch(self: Arc<Self>, route: &RouteTemplate, mut work: Work) {
+        let translated = self
+            .rules
+            .apply(&work.received.envelope)
+            .map_err(TranslateError::from)
+            .and_then(|outgoing| {
+                let route = route.resolve(outgoing.as_ref().unwrap_or(&work.received.envelope))?;
+                Ok((outgoing, route))
+            });
+        let route = match translated {
+            Ok((outgoing, route)) => {
+                work.outgoing = outgoing;
+                route
+            }
             Err(error) => {
                 let failure = Failure {
                     stage: Stage::Translate,
@@ -145,7 +176,7 @@ impl Shared {
                 return;
             }
         };
-        let emitted = self.sink.emit(&work.received.envelope, &route).await;
+        let emitted = self.sink.emit(work.envelope(), &route).await;
         tokio::spawn(async move { self.complete(work, route, emitted).await });
     }
 
@@ -186,7 +217,7 @@ impl Shared {
             if !self.wait(delay).await {
                 return self.release(work).await;
             }
-            outcome = match self.sink.emit(&work.received.envelope, &route).await {
+            outcome = match self.sink.emit(work.envelope(), &route).await {
                 Ok(pending) => pending.await,
                 Err(error) => Err(error),
             };

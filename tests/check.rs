@@ -88,7 +88,7 @@ fn unknown_fields_and_wrong_types_point_at_the_field() {
     assert_eq!(
         stderr.trim_end(),
         format!(
-            "{}:4:5: bridges[0].sourc: unknown field `sourc`, expected one of `name`, `source`, `sink`, `dead_letter`, `max_in_flight`, `retry`",
+            "{}:4:5: bridges[0].sourc: unknown field `sourc`, expected one of `name`, `source`, `sink`, `dead_letter`, `max_in_flight`, `retry`, `set`",
             path.display()
         )
     );

@@ -138,6 +138,17 @@ pub struct BridgeFile {
     pub max_in_flight: Option<usize>,
     #[serde(default)]
     pub retry: RetryFile,
+    /// Properties and headers to set on what the sink receives, from templates.
+    #[serde(default)]
+    pub set: BTreeMap<String, SetFile>,
+}
+
+/// A `set:` entry: a template for a property, or a map of header templates under `headers`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SetFile {
+    Template(TemplateFile),
+    Headers(BTreeMap<String, TemplateFile>),
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,13 +5,14 @@ use std::fmt;
 use std::path::Path;
 
 use super::env;
-use super::file::{BridgeFile, File, Protocol, SinkFile, SourceFile, TemplateFile};
+use super::file::{BridgeFile, File, Protocol, SetFile, SinkFile, SourceFile, TemplateFile};
 use super::model::{
     Amqp10Connection, Amqp091Connection, BridgeModel, ConnectionModel, Flavor, KafkaConnection,
     Model, Persistence, RetryModel, SinkModel, SourceModel,
 };
 use super::position::Positions;
-use crate::pipeline::{Node, RouteTemplate, Template};
+use crate::pipeline::rules::Field;
+use crate::pipeline::{Node, RouteTemplate, Rules, Template};
 use std::time::Duration;
 
 /// Default prefetch: deep enough to keep a confirm pipeline busy, small enough that a
@@ -283,6 +284,7 @@ impl Checker {
         if !(1.0..=10.0).contains(&retry.multiplier) {
             self.problem(format!("{path}.retry.multiplier"), "must be between 1.0 and 10.0");
         }
+        let rules = self.rules(&format!("{path}.set"), &bridge.set);
         let source = source?;
         let default_in_flight = match &source {
             SourceModel::Amqp091 { prefetch, .. } => usize::from(*prefetch).max(1),
@@ -303,6 +305,7 @@ impl Checker {
             },
             max_in_flight,
             retry,
+            rules,
         })
     }
 
@@ -619,6 +622,44 @@ impl Checker {
             connection: conn.amqp10.clone()?,
             route: RouteTemplate::Amqp10 { name, node },
         })
+    }
+
+    fn rules(&mut self, path: &str, set: &BTreeMap<String, SetFile>) -> Rules {
+        let mut rules = Rules::default();
+        for (name, entry) in set {
+            let at = format!("{path}.{name}");
+            match (name.as_str(), entry) {
+                ("headers", SetFile::Headers(headers)) => {
+                    for (header, template) in headers {
+                        if let Some(t) = self.template(&format!("{at}.{header}"), template) {
+                            rules.headers.push((header.clone(), t));
+                        }
+                    }
+                }
+                (_, SetFile::Template(template)) => {
+                    match Field::NAMES.iter().find(|(n, _)| n == name) {
+                        Some((_, field)) => {
+                            if let Some(t) = self.template(&at, template) {
+                                rules.properties.push((*field, t));
+                            }
+                        }
+                        None => {
+                            let known: Vec<_> = Field::NAMES.iter().map(|(n, _)| *n).collect();
+                            let message = format!(
+                                "unknown property; use one of {} or headers",
+                                known.join(", ")
+                            );
+                            self.problem(at, message);
+                        }
+                    }
+                }
+                _ => self.problem(
+                    at,
+                    "expected a template, or a map of header templates under `headers`",
+                ),
+            }
+        }
+        rules
     }
 
     fn template(&mut self, path: &str, field: &TemplateFile) -> Option<Template> {

@@ -95,6 +95,7 @@ pub struct BridgeModel {
     pub dead_letter: Option<SinkModel>,
     pub max_in_flight: usize,
     pub retry: RetryModel,
+    pub rules: crate::pipeline::Rules,
 }
 
 #[derive(Debug)]
