@@ -136,6 +136,9 @@ def committed_offset(group, topic, partition=0):
     return tp.offset
 
 
+DEAD_LETTERED = "portico_messages_dead_lettered_total"
+
+
 def now_ms():
     return int(time.time() * 1000)
 
@@ -167,7 +170,14 @@ def test_missing_template_value_dead_letters_to_kafka_then_acks(portico, rabbit)
     )
     p = portico(
         render_config(
-            [bridge(name, rabbit_source(queue), kafka_sink(topic, "{header.customer_id}"), {"connection": "kafka", "topic": dlq})]
+            [
+                bridge(
+                    name,
+                    rabbit_source(queue),
+                    kafka_sink(topic, "{header.customer_id}"),
+                    kafka_sink(dlq),
+                )
+            ]
         )
     )
 
@@ -243,7 +253,17 @@ def test_unroutable_publish_is_dead_lettered_and_its_offset_committed(portico, r
             )
         ]
     )
-    produce(topic, [{"key": b"nowhere", "value": b"v0", "timestamp": 1_700_000_000_000, "headers": [("h", b"1")]}])
+    produce(
+        topic,
+        [
+            {
+                "key": b"nowhere",
+                "value": b"v0",
+                "timestamp": 1_700_000_000_000,
+                "headers": [("h", b"1")],
+            }
+        ],
+    )
     before = now_ms()
     p = portico(config)
 
@@ -263,7 +283,8 @@ def test_unroutable_publish_is_dead_lettered_and_its_offset_committed(portico, r
     }
     dl = dlq_headers(h)
     assert sorted(dl) == sorted(
-        f"portico.dlq.{n}" for n in ("reason", "stage", "bridge", "source", "error", "attempts", "time")
+        f"portico.dlq.{n}"
+        for n in ("reason", "stage", "bridge", "source", "error", "attempts", "time")
     )
     assert dl["portico.dlq.reason"] == "unroutable"
     assert dl["portico.dlq.stage"] == "deliver"
@@ -277,7 +298,7 @@ def test_unroutable_publish_is_dead_lettered_and_its_offset_committed(portico, r
     stamp = dl["portico.dlq.time"]
     assert isinstance(stamp, datetime.datetime)
     assert before // 1000 <= stamp.timestamp() <= after // 1000 + 1
-    wait_until(lambda: metric(p, "portico_messages_dead_lettered_total") == 1, 10, "1 dead-lettered")
+    wait_until(lambda: metric(p, DEAD_LETTERED) == 1, 10, "1 dead-lettered")
     assert p.stop() == 0
     # The committed offset is the next record to read: one past the dead-lettered one.
     assert committed_offset(group, topic) == 1
@@ -303,11 +324,20 @@ def test_a_routing_key_over_255_bytes_is_dead_lettered(portico, rabbit):
         topic,
         [
             {"value": b"too-long", "headers": [("rk", b"k" * 300)], "timestamp": 1_700_000_000_000},
-            {"value": b"fits", "headers": [("rk", target.encode())], "timestamp": 1_700_000_000_000},
+            {"value": b"fits", "headers": [("rk", target.encode())]},
         ],
     )
     p = portico(
-        render_config([bridge(name, kafka_source(topic, unique("g")), rabbit_sink("{header.rk}"), rabbit_sink(dlq))])
+        render_config(
+            [
+                bridge(
+                    name,
+                    kafka_source(topic, unique("g")),
+                    rabbit_sink("{header.rk}"),
+                    rabbit_sink(dlq),
+                )
+            ]
+        )
     )
 
     [(_, props, body, types)] = typed_get(rabbit, dlq, 1)
@@ -340,7 +370,14 @@ def test_an_invalid_topic_is_dead_lettered(portico, rabbit):
     rabbit.publish("ok", b"fine", exchange=ex)
     p = portico(
         render_config(
-            [bridge(unique("b"), rabbit_source(queue), kafka_sink(prefix + ".{routing_key}"), {"connection": "kafka", "topic": dlq})]
+            [
+                bridge(
+                    unique("b"),
+                    rabbit_source(queue),
+                    kafka_sink(prefix + ".{routing_key}"),
+                    kafka_sink(dlq),
+                )
+            ]
         )
     )
     [letter] = consume(dlq, 1, extra=1.0)
@@ -351,7 +388,7 @@ def test_an_invalid_topic_is_dead_lettered(portico, rabbit):
     assert h["amqp.routing-key"] == b"a/b"
     [record] = consume(good, 1, extra=1.0)
     assert record.value() == b"fine"
-    wait_until(lambda: metric(p, "portico_messages_dead_lettered_total") == 1, 10, "1 dead-lettered")
+    wait_until(lambda: metric(p, DEAD_LETTERED) == 1, 10, "1 dead-lettered")
     assert metric(p, "portico_messages_delivered_total") == 1
 
 
@@ -379,7 +416,8 @@ def test_dead_letter_sink_on_the_other_protocol(portico, rabbit):
     headers = {"tenant": "t1", "n": 5, "big": 2**40, "ids": [1, 2], "flag": True, "none": None}
     before = now_ms()
     rabbit.publish(queue, b'{"order":1}', headers=headers, **props)
-    p = portico(render_config([bridge(name, rabbit_source(queue), kafka_sink(topic, "{header.customer_id}"), rabbit_sink(dlq))]))
+    sink = kafka_sink(topic, "{header.customer_id}")
+    p = portico(render_config([bridge(name, rabbit_source(queue), sink, rabbit_sink(dlq))]))
 
     [(method, got, body, types)] = typed_get(rabbit, dlq, 1)
     after = now_ms()
@@ -406,7 +444,7 @@ def test_dead_letter_sink_on_the_other_protocol(portico, rabbit):
     assert dl["portico.dlq.attempts"] == 1 and types["portico.dlq.attempts"] == "l"
     assert types["portico.dlq.time"] == "T"
     assert before // 1000 <= dl["portico.dlq.time"].timestamp() <= after // 1000 + 1
-    wait_until(lambda: metric(p, "portico_messages_dead_lettered_total") == 1, 10, "1 dead-lettered")
+    wait_until(lambda: metric(p, DEAD_LETTERED) == 1, 10, "1 dead-lettered")
     assert consume(topic, 0, timeout=0, extra=3.0) == []
     assert p.stop() == 0
     assert rabbit.depth(queue) == 0
@@ -422,7 +460,8 @@ def test_without_dead_letter_a_rabbitmq_source_rejects_to_the_queue_dlx(portico,
     )
     topic = create_topic(unique("t"))
     rabbit.publish(queue, b"poison", headers={"tenant": "t1"}, message_id="m-9")
-    p = portico(render_config([bridge(unique("b"), rabbit_source(queue), kafka_sink(topic, "{header.customer_id}"))]))
+    sink = kafka_sink(topic, "{header.customer_id}")
+    p = portico(render_config([bridge(unique("b"), rabbit_source(queue), sink)]))
 
     [(_, props, body, _)] = typed_get(rabbit, broker_dlq, 1)
     assert body == b"poison"
@@ -441,9 +480,9 @@ def _three_records(topic, target):
     produce(
         topic,
         [
-            {"value": b"first", "headers": [("dest", target.encode())], "timestamp": 1_700_000_000_000},
-            {"value": b"poison", "headers": [("other", b"x")], "timestamp": 1_700_000_000_000},
-            {"value": b"third", "headers": [("dest", target.encode())], "timestamp": 1_700_000_000_000},
+            {"value": b"first", "headers": [("dest", target.encode())]},
+            {"value": b"poison", "headers": [("other", b"x")]},
+            {"value": b"third", "headers": [("dest", target.encode())]},
         ],
     )
 
