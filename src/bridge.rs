@@ -172,7 +172,9 @@ impl Shared {
                     error: error.to_string(),
                     attempts: 1,
                 };
-                tokio::spawn(async move { self.dead_letter(work, failure).await });
+                // Handled before the next message is emitted: a source that cannot skip a
+                // record (Kafka without dead_letter) must stop before anything after it goes out.
+                self.dead_letter(work, failure).await;
                 return;
             }
         };

@@ -33,7 +33,10 @@ pub fn encode(envelope: &Envelope) -> Encoded {
     out.text("amqp.reply-to", p.reply_to.as_deref());
     out.text("amqp.type", p.message_type.as_deref());
     if let Some(user) = &p.user_id {
-        out.value("amqp.user-id", &Value::Bytes(user.clone()));
+        match std::str::from_utf8(user) {
+            Ok(text) => out.text("amqp.user-id", Some(text)),
+            Err(_) => out.value("amqp.user-id", &Value::Bytes(user.clone())),
+        }
     }
     out.text("amqp.app-id", p.app_id.as_deref());
     out.text("amqp.cluster-id", p.cluster_id.as_deref());

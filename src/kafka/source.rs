@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -210,7 +210,13 @@ struct KafkaSettle {
 impl Settle for KafkaSettle {
     async fn accept(self: Box<Self>) {
         if let Some(next) = self.watermarks.settle(&self.topic, self.partition, self.offset) {
-            if let Err(error) = self.consumer.store_offset(&self.topic, self.partition, next) {
+            // `store_offsets` stores exactly the offset given (the next record to read);
+            // `store_offset` would add one more and skip a record on restart.
+            let mut next_read = TopicPartitionList::new();
+            let stored = next_read
+                .add_partition_offset(&self.topic, self.partition, Offset::Offset(next))
+                .and_then(|()| self.consumer.store_offsets(&next_read));
+            if let Err(error) = stored {
                 // The partition moved to another member; it will re-read from its last commit.
                 tracing::debug!(topic = %self.topic, partition = self.partition, %error, "Could not store a Kafka offset");
             }

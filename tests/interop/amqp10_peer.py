@@ -32,6 +32,7 @@ import time
 import uuid
 
 from proton import (
+    Array,
     Condition,
     Data,
     Delivery,
@@ -67,6 +68,17 @@ def free_port():
 # ----------------------------------------------------------------------------- encoding
 
 
+def plain(value):
+    """Binary values as bytes (proton hands out memoryviews), inside containers too."""
+    if isinstance(value, memoryview):
+        return value.tobytes()
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    return value
+
+
 def split_sections(raw):
     """The sections of an encoded message: [(name, descriptor, encoded bytes, value)]."""
     out = []
@@ -80,7 +92,7 @@ def split_sections(raw):
         d.next()
         code = int(d.get_object())
         d.next()
-        value = d.get_object()
+        value = plain(d.get_object())
         out.append((SECTIONS.get(code, hex(code)), code, raw[pos : pos + used], value))
         pos += used
     return out
@@ -122,19 +134,15 @@ def encode(message=None, body_sections=()):
 # ----------------------------------------------------------------------------- records
 
 
-class Transfer:
-    """One message as it arrived from a sender."""
+class Wire:
+    """One encoded message: its raw bytes, its sections (name, descriptor, encoded bytes,
+    decoded value with proton's Python types) and the proton Message decoded from it."""
 
-    def __init__(self, address, link_name, raw, settled):
-        self.address = address
-        self.link_name = link_name
-        self.raw = raw
-        self.settled_on_arrival = settled
-        self.sections = split_sections(raw)
+    def __init__(self, raw):
+        self.raw = bytes(raw)
+        self.sections = split_sections(self.raw)
         self.message = Message()
-        self.message.decode(raw)
-        self.disposition = None
-        self.arrived = time.time()
+        self.message.decode(self.raw)
 
     @property
     def section_names(self):
@@ -157,6 +165,18 @@ class Transfer:
 
     def has(self, name):
         return name in self.section_names
+
+
+class Transfer(Wire):
+    """One message as it arrived from a sender."""
+
+    def __init__(self, address, link_name, raw, settled):
+        super().__init__(raw)
+        self.address = address
+        self.link_name = link_name
+        self.settled_on_arrival = settled
+        self.disposition = None
+        self.arrived = time.time()
 
     def to_json(self):
         m = self.message
@@ -188,20 +208,23 @@ class Attach:
         self.expiry_policy = terminus.expiry_policy
         caps = terminus.capabilities
         caps.rewind()
-        self.capabilities = caps.get_object() if caps.next() else None
+        value = caps.get_object() if caps.next() else None
+        if isinstance(value, Array):
+            value = list(value.elements)
+        elif value is not None:
+            value = [value]
+        self.capabilities = value  # a list of symbols, or None
         self.container = link.connection.remote_container
 
 
-class Outcome:
+class Outcome(Wire):
     """The outcome a receiving client gave for a message the peer sent."""
 
     def __init__(self, address, raw, state, condition):
+        super().__init__(raw)
         self.address = address
-        self.raw = raw
         self.state = state
         self.condition = condition
-        self.message = Message()
-        self.message.decode(raw)
 
 
 STATE_NAMES = {

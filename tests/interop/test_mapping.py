@@ -400,11 +400,13 @@ def test_kafka_records_reach_rabbitmq_with_typed_headers(portico, rabbit):
         "kafka-key": by_key,
         "kafka-tombstone": True,
     }
+    # 0-9-1 timestamps are whole seconds: the exact milliseconds travel beside them.
     assert props.headers == {
         "kafka-topic": topic,
         "kafka-partition": 0,
         "kafka-offset": 0,
         "kafka-key": by_key,
+        "amqp.creation-time-ms": 1_700_000_000_999,
         "tenant": "t1",
         "blob": b"\x00\xc1\xff",
         "gone": None,
