@@ -7,9 +7,12 @@ use fe2o3_amqp::Receiver;
 use fe2o3_amqp::link::delivery::DeliveryInfo;
 use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::types::definitions::{AmqpError, Error as AmqpErrorBody};
-use fe2o3_amqp::types::messaging::{Source as Terminus, TerminusDurability, TerminusExpiryPolicy};
+use fe2o3_amqp::types::messaging::{
+    Body, Source as Terminus, TerminusDurability, TerminusExpiryPolicy,
+};
 use fe2o3_amqp::types::primitives::Symbol;
-use tokio::sync::{mpsc, oneshot};
+use fe2o3_amqp::types::primitives::Value as AmqpValueT;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, AmqpMessage};
@@ -37,7 +40,7 @@ enum Verdict {
     Release,
 }
 
-type Disposition = (DeliveryInfo, Verdict, oneshot::Sender<()>);
+type Disposition = (DeliveryInfo, Verdict);
 
 enum End {
     Shutdown,
@@ -127,49 +130,59 @@ impl Amqp10Source {
         backoff.reset();
         tracing::info!(bridge = %self.bridge, address = %self.name, credit = self.credit,
             durable = self.subscription.is_some(), "Receiving from AMQP 1.0 address");
-        let (settle_tx, mut settle_rx) = mpsc::channel::<Disposition>(1024);
+        // Unbounded on purpose: each in-flight message sends one disposition, so the queue is
+        // bounded by max_in_flight, and a bounded one could deadlock against the bridge.
+        let (settle_tx, mut settle_rx) = mpsc::unbounded_channel::<Disposition>();
+        let mut pending: Option<Received> = None;
         let end = loop {
-            let Some(sender) = tx.as_ref() else { break End::Shutdown };
+            let Some(sender) = tx.as_ref().filter(|_| !shutdown.is_cancelled()) else {
+                break End::Shutdown;
+            };
+            let mut closed = false;
             tokio::select! {
-                _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
+                _ = shutdown.cancelled() => {}
                 Some(disposition) = settle_rx.recv() => settle(&receiver, disposition).await,
-                delivery = receiver.recv::<fe2o3_amqp::types::messaging::Body<_>>(), if !shutdown.is_cancelled() => {
-                    let delivery: fe2o3_amqp::link::delivery::Delivery<_> = match delivery {
-                        Ok(d) => d,
+                permit = sender.reserve(), if pending.is_some() => match (permit, pending.take()) {
+                    (Ok(permit), Some(received)) => permit.send(received),
+                    _ => closed = true,
+                },
+                delivery = receiver.recv::<Body<AmqpValueT>>(), if pending.is_none() => {
+                    let (info, message): (DeliveryInfo, AmqpMessage) = match delivery {
+                        Ok(delivery) => delivery.into_parts(),
                         Err(e) => break End::Lost(e.to_string()),
                     };
-                    let (info, message): (DeliveryInfo, AmqpMessage) = delivery.into_parts();
                     let envelope = codec::decode(message, &self.name);
                     let handle = Amqp10Settle { info: Some(info), tx: settle_tx.clone() };
-                    let received = Received { envelope, settle: Box::new(handle) };
-                    if sender.send(received).await.is_err() {
-                        tx.take();
-                    }
+                    pending = Some(Received { envelope, settle: Box::new(handle) });
                 }
             }
-            if shutdown.is_cancelled() && tx.is_some() {
-                // Stop intake; keep the link open so the bridge can still settle.
+            if closed {
                 tx.take();
             }
         };
-        if tx.is_none() || matches!(end, End::Shutdown) {
-            // Serve settlements until the bridge has drained, then close.
+        if let Some(unsent) = pending.take() {
+            unsent.settle.release().await;
+        }
+        if matches!(end, End::Shutdown) {
+            // Stop intake but keep the link: the bridge is still settling what it took.
+            tx.take();
             loop {
                 tokio::select! {
                     _ = drained.cancelled() => break,
                     Some(disposition) = settle_rx.recv() => settle(&receiver, disposition).await,
                 }
             }
+            while let Ok(disposition) = settle_rx.try_recv() {
+                settle(&receiver, disposition).await;
+            }
             let _ = receiver.close().await;
-            link.close().await;
-            return End::Shutdown;
         }
         link.close().await;
         end
     }
 }
 
-async fn settle(receiver: &Receiver, (info, verdict, done): Disposition) {
+async fn settle(receiver: &Receiver, (info, verdict): Disposition) {
     let result = match verdict {
         Verdict::Accept => receiver.accept(info).await,
         Verdict::Release => receiver.release(info).await,
@@ -181,20 +194,19 @@ async fn settle(receiver: &Receiver, (info, verdict, done): Disposition) {
     if let Err(error) = result {
         tracing::debug!(%error, "Could not settle an AMQP 1.0 delivery; the broker redelivers it");
     }
-    let _ = done.send(());
 }
 
 struct Amqp10Settle {
     info: Option<DeliveryInfo>,
-    tx: mpsc::Sender<Disposition>,
+    tx: mpsc::UnboundedSender<Disposition>,
 }
 
 impl Amqp10Settle {
+    /// Hands the verdict to the link's task. If that task is gone, so is the link, and the
+    /// broker has put the message back already.
     async fn send(mut self: Box<Self>, verdict: Verdict) {
-        let Some(info) = self.info.take() else { return };
-        let (done, wait) = oneshot::channel();
-        if self.tx.send((info, verdict, done)).await.is_ok() {
-            let _ = wait.await;
+        if let Some(info) = self.info.take() {
+            let _ = self.tx.send((info, verdict));
         }
     }
 }

@@ -456,9 +456,10 @@ def test_typed_ids_round_trip_through_091(portico, rabbit, amqp10):
     assert typed(props["correlation-id"]) == ("bytes", b"\xca\xfe\xba\xbe")
 
 
-def test_binary_property_to_jms_peer_and_back(portico, rabbit, amqp10, peer):
-    """Case 6: a binary application property cannot be a JMS property: at an ActiveMQ-style
-    peer it is a string (its type in x-opt-portico-types); the next hop restores bytes."""
+def test_jms_illegal_property_types_to_jms_peer_and_back(portico, rabbit, amqp10, peer):
+    """Case 6: binary, uuid, timestamp and ulong cannot be JMS properties: at an
+    ActiveMQ-style peer each is a non-empty string with its type in x-opt-portico-types;
+    the next hop (a non-JMS broker) gets the typed values back. Delivered once."""
     src, back = rabbit.queue(unique("a10-src")), unique("a10-back")
     q = unique("q6")
     p = portico(render(
@@ -469,21 +470,33 @@ def test_binary_property_to_jms_peer_and_back(portico, rabbit, amqp10, peer):
         r10=R10,
         peer=peer_conn(peer, "activemq"),
     ))
-    amqp10.send(src, Message(id="sig", properties={"sig": b"\x01\xff\x00", "k": "v"}, body="b"))
+    sent = {
+        "sig": b"\x01\xff\x00",
+        "k": "v",
+        "u": uuid.UUID("0f0e0d0c-0b0a-0908-0706-050403020100"),
+        "at": timestamp(1700000000123),
+        "big": ulong(2**63 + 5),
+    }
+    amqp10.send(src, Message(id="sig", properties=sent, body="b"))
 
     [w] = amqp10.receive(back, 1)
     wait_settled(p, 2)
     [t] = peer.received(f"queue://{q}")  # delivered once
     app = t.section("application-properties")
     assert app["k"] == "v"
-    assert isinstance(app["sig"], str), typed(app["sig"])
-    assert app["sig"] != "", "the binary value was lost: JMS peer got an empty string"
-    types = json.loads(t.message.annotations[symbol("x-opt-portico-types")])
-    assert types == {"sig": "bytes"}
-    # back on a non-JMS 1.0 broker: bytes again, no type annotation left over
-    app = w.section("application-properties")
-    assert typed(app["sig"]) == ("bytes", b"\x01\xff\x00")
-    assert app["k"] == "v"
+    at_peer = {name: typed(app[name]) for name in ("sig", "u", "at", "big")}
+    types = json.loads(t.section("message-annotations")[symbol("x-opt-portico-types")])
+    back_app = w.section("application-properties")
+    # all at once, so that one report shows every property that went wrong
+    assert (
+        {name: (kind, value != "") for name, (kind, value) in at_peer.items()},
+        types,
+        {k: typed(v) for k, v in back_app.items()},
+    ) == (
+        {name: ("str", True) for name in at_peer},
+        {"sig": "bytes", "u": "uuid", "at": "timestamp", "big": "u64"},
+        {k: typed(v) for k, v in sent.items()},
+    ), at_peer
     assert symbol("x-opt-portico-types") not in (w.section("message-annotations") or {})
 
 
