@@ -4,7 +4,9 @@ For each direction: preload N persistent messages of SIZE bytes into the source,
 portico, and time from start until the sink confirmed all N (portico's own delivered
 counter), then report msg/s, peak RSS and CPU seconds of the portico process.
 
-    scripts/bench [--count N] [--size BYTES] [--direction amqp091-kafka|kafka-amqp091|amqp091-amqp091]
+    scripts/bench [--count N] [--size BYTES] [--direction DIRECTION ...]
+
+Directions: amqp091-kafka, kafka-amqp091, amqp091-amqp091, amqp10-amqp091, amqp10-kafka.
 """
 
 import argparse
@@ -80,6 +82,7 @@ def run(direction, count, size):
     src, dst = f"bench-src-{run_id}", f"bench-dst-{run_id}"
     rabbit = f"rabbit: {{ protocol: amqp091, url: '{RABBIT}', declare: {{ queues: [{{ name: {src} }}, {{ name: {dst} }}] }} }}"
     kafka = f"kafka: {{ protocol: kafka, brokers: '{KAFKA}' }}"
+    kafka += "\n  r10: { protocol: amqp10, url: 'amqp://guest:guest@127.0.0.1:5672', flavor: rabbitmq }"
     if direction == "amqp091-kafka":
         create_topic(dst)
         preload_rabbit(src, count, body)
@@ -88,6 +91,15 @@ def run(direction, count, size):
         create_topic(src)
         preload_kafka(src, count, body)
         bridge = f"source: {{ connection: kafka, topics: [{src}], group: g-{run_id} }}\n    sink: {{ connection: rabbit, exchange: '', routing_key: {dst} }}"
+    elif direction.startswith("amqp10-"):
+        # Loaded through 0-9-1 for speed; portico reads them over AMQP 1.0 (/queue/NAME).
+        preload_rabbit(src, count, body)
+        if direction == "amqp10-kafka":
+            create_topic(dst)
+            sink = f"{{ connection: kafka, topic: {dst} }}"
+        else:
+            sink = f"{{ connection: rabbit, exchange: '', routing_key: {dst} }}"
+        bridge = f"source: {{ connection: r10, queue: {src}, credit: 1000 }}\n    sink: {sink}"
     else:
         preload_rabbit(src, count, body)
         bridge = f"source: {{ connection: rabbit, queue: {src}, prefetch: 1000 }}\n    sink: {{ connection: rabbit, exchange: '', routing_key: {dst} }}"
@@ -99,7 +111,8 @@ def run(direction, count, size):
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(config)
     start = time.monotonic()
-    proc = subprocess.Popen([BIN, "run", "--config", f.name], stderr=subprocess.DEVNULL)
+    log = open(os.environ.get("PORTICO_BENCH_LOG", os.devnull), "w")
+    proc = subprocess.Popen([BIN, "run", "--config", f.name], stderr=log)
     name = "portico_messages_delivered_total"
     deadline = start + 600
     first = None
@@ -124,7 +137,8 @@ def main():
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--direction", action="append")
     args = parser.parse_args()
-    for direction in args.direction or ["amqp091-kafka", "kafka-amqp091", "amqp091-amqp091"]:
+    default = ["amqp091-kafka", "kafka-amqp091", "amqp091-amqp091", "amqp10-amqp091", "amqp10-kafka"]
+    for direction in args.direction or default:
         run(direction, args.count, args.size)
 
 

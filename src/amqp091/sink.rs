@@ -20,8 +20,8 @@ pub struct Amqp091Sink {
     user: String,
     persistence: Persistence,
     health: Arc<Health>,
-    /// The open connection and its confirm-mode channel. Publishes only clone the channel out
-    /// of the lock, so it is held for a moment, never across a network wait but the connect.
+    /// The open connection and its confirm-mode channel. Held while a publish is written
+    /// (not while its confirm is awaited) and while reconnecting.
     session: Mutex<Option<(Connection, Channel)>>,
 }
 
@@ -36,8 +36,12 @@ impl Amqp091Sink {
         Amqp091Sink { role, url, user, persistence, health, session: Mutex::new(None) }
     }
 
-    async fn channel(&self) -> Result<Channel, DeliveryError> {
-        let mut session = self.session.lock().await;
+    /// The open confirm-mode channel, reconnecting when it is gone. The caller holds the
+    /// session lock, which also serialises publishes (see `emit`).
+    async fn channel(
+        &self,
+        session: &mut Option<(Connection, Channel)>,
+    ) -> Result<Channel, DeliveryError> {
         if let Some((_, channel)) = session.as_ref().filter(|(_, ch)| ch.status().connected()) {
             return Ok(channel.clone());
         }
@@ -78,7 +82,11 @@ impl Sink for Amqp091Sink {
             )));
         };
         let properties = codec::encode(envelope, self.persistence, &self.user)?;
-        let channel = self.channel().await?;
+        // One publish at a time per channel: lapin numbers a publish for its confirm and puts
+        // its frames on the wire in two steps, so two concurrent publishes (a retry beside
+        // the bridge's next message) could swap numbers and confirm the wrong message.
+        let mut session = self.session.lock().await;
+        let channel = self.channel(&mut session).await?;
         // Both were checked to fit a short string when the route was resolved.
         let (exchange, routing_key) = match (
             ShortString::try_new(exchange.as_str()),
@@ -95,6 +103,7 @@ impl Sink for Amqp091Sink {
             .basic_publish(exchange, routing_key, options, &envelope.body, properties)
             .await
             .map_err(|e| classify(&e.to_string()))?;
+        drop(session);
         Ok(Box::pin(async move {
             match confirm.await {
                 Ok(Confirmation::Ack(None)) => Ok(()),
@@ -116,7 +125,8 @@ impl Sink for Amqp091Sink {
     }
 
     async fn prepare(&self) -> Result<(), DeliveryError> {
-        self.channel().await.map(|_| ())
+        let mut session = self.session.lock().await;
+        self.channel(&mut session).await.map(|_| ())
     }
 
     async fn flush(&self, _deadline: std::time::Duration) {

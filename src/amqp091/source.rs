@@ -3,11 +3,11 @@
 use async_trait::async_trait;
 use futures::StreamExt as _;
 use lapin::Acker;
-use lapin::Connection;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
 };
 use lapin::types::FieldTable;
+use lapin::{Connection, Consumer};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +28,8 @@ pub struct Amqp091Source {
 
 /// Why one consuming session ended.
 enum End {
-    Shutdown(Connection),
+    /// The consumer is kept: dropping it closes its channel, and with it every ack still due.
+    Shutdown(Connection, Consumer),
     Lost(String),
 }
 
@@ -44,11 +45,12 @@ impl Source for Amqp091Source {
         let mut backoff = Backoff::reconnect();
         loop {
             match self.consume(&tx, &shutdown, &part, &mut backoff).await {
-                End::Shutdown(connection) => {
+                End::Shutdown(connection, consumer) => {
                     drop(tx);
                     // Acks for in-flight messages need this connection: keep it until the
                     // bridge has settled everything it could.
                     drained.cancelled().await;
+                    drop(consumer);
                     let _ = connection.close(200, "portico shutting down".into()).await;
                     return;
                 }
@@ -102,7 +104,7 @@ impl Amqp091Source {
         tracing::info!(bridge = %self.bridge, queue = %self.queue, prefetch = self.prefetch, "Consuming AMQP 0-9-1 queue");
         loop {
             let next = tokio::select! {
-                _ = shutdown.cancelled() => return End::Shutdown(connection),
+                _ = shutdown.cancelled() => return End::Shutdown(connection, consumer),
                 next = consumer.next() => next,
             };
             let mut delivery = match next {
@@ -120,8 +122,8 @@ impl Amqp091Source {
             let envelope = codec::decode(body, &delivery.properties, facts);
             let received = Received { envelope, settle: Box::new(Amqp091Settle(delivery.acker)) };
             tokio::select! {
-                _ = shutdown.cancelled() => return End::Shutdown(connection),
-                sent = tx.send(received) => if sent.is_err() { return End::Shutdown(connection) },
+                _ = shutdown.cancelled() => return End::Shutdown(connection, consumer),
+                sent = tx.send(received) => if sent.is_err() { return End::Shutdown(connection, consumer) },
             }
         }
     }
@@ -135,8 +137,11 @@ struct Amqp091Settle(Acker);
 #[async_trait]
 impl Settle for Amqp091Settle {
     async fn accept(self: Box<Self>) {
-        if let Err(error) = self.0.ack(BasicAckOptions::default()).await {
-            tracing::debug!(%error, "Could not ack a delivery whose channel closed; the broker redelivers it");
+        // Per message, so debug: the reconnect that explains it is logged once as a warning.
+        match self.0.ack(BasicAckOptions::default()).await {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("Could not ack a delivery whose channel closed"),
+            Err(error) => tracing::debug!(%error, "Could not ack a delivery whose channel closed"),
         }
     }
 

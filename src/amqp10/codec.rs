@@ -12,6 +12,8 @@
 //! `amqp-value` map or list (JMS Map and Stream messages) travels as JSON with its shape.
 //! Delivery annotations are hop-by-hop and stop here.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use fe2o3_amqp::types::messaging::annotations::OwnedKey;
 use fe2o3_amqp::types::messaging::{
@@ -183,11 +185,8 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str) -> AmqpMessage {
             match to_simple(value, target.jms) {
                 Some(simple) => app.insert(name.clone(), simple),
                 None => {
-                    if let Some(shape) = value.shape() {
-                        types.insert(name.clone(), shape);
-                    }
-                    let text = value.to_text().unwrap_or_default();
-                    let text = String::from_utf8(text.to_vec()).unwrap_or_default();
+                    let (text, shape) = as_text(value);
+                    types.insert(name.clone(), shape);
                     app.insert(name.clone(), SimpleValue::String(text))
                 }
             };
@@ -300,6 +299,19 @@ fn encode_body(envelope: &Envelope) -> Body<AmqpValueT> {
         // An empty payload is an empty data section, never amqp-value(null): that would read
         // as a TextMessage(null) to a JMS consumer.
         BodyKind::Bytes => data(),
+    }
+}
+
+/// A value an application property cannot hold, as a string and the shape that restores it.
+/// Bytes go as base64: raw bytes need not be valid UTF-8.
+fn as_text(value: &Value) -> (String, Json) {
+    match value {
+        Value::Bytes(b) => (BASE64.encode(b), Json::String("base64".to_owned())),
+        other => {
+            let text = other.to_text().unwrap_or_default();
+            let shape = other.shape().unwrap_or(Json::Null);
+            (String::from_utf8_lossy(&text).into_owned(), shape)
+        }
     }
 }
 
@@ -450,4 +462,54 @@ fn to_simple(value: &Value, jms: bool) -> Option<SimpleValue> {
         Value::String(s) => SimpleValue::String(s.clone()),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jms() -> Target {
+        Target { jms: true, topic: Some(false) }
+    }
+
+    #[test]
+    fn binary_properties_survive_a_jms_hop_as_text() {
+        let mut env = Envelope::default();
+        env.headers.push(("sig".into(), Value::Bytes(Bytes::from_static(&[0x01, 0xFF, 0x00]))));
+        env.headers.push(("k".into(), Value::String("v".into())));
+        let message = encode(&env, jms(), "queue://q");
+        let props = message.application_properties.as_ref().expect("app props");
+        assert_eq!(props.0.get("sig"), Some(&SimpleValue::String("Af8A".into())));
+        let back = decode(message, "queue://q");
+        assert_eq!(
+            back.header("sig"),
+            Some(&Value::Bytes(Bytes::from_static(&[0x01, 0xFF, 0x00])))
+        );
+        assert_eq!(back.header("k"), Some(&Value::String("v".into())));
+    }
+
+    #[test]
+    fn jms_priority_is_clamped_and_the_type_annotations_are_bytes() {
+        let mut env = Envelope { body: Bytes::from_static(b"hi"), ..Envelope::default() };
+        env.body_kind = BodyKind::Text;
+        env.properties.priority = Some(200);
+        let message = encode(&env, jms(), "queue://q.in");
+        assert_eq!(message.header.as_ref().map(|h| h.priority.0), Some(9));
+        let annotations = message.message_annotations.as_ref().expect("annotations");
+        let get = |k: &str| annotations.0.get(&OwnedKey::Symbol(Symbol::from(k))).cloned();
+        assert_eq!(get(JMS_MSG_TYPE), Some(AmqpValueT::Byte(5)));
+        assert_eq!(get(JMS_DEST), Some(AmqpValueT::Byte(0)));
+        assert!(
+            matches!(message.body, Body::Value(AmqpValue(AmqpValueT::String(ref s))) if s == "hi")
+        );
+    }
+
+    #[test]
+    fn an_empty_body_is_an_empty_data_section() {
+        let message = encode(&Envelope::default(), Target { jms: false, topic: None }, "a");
+        match message.body {
+            Body::Data(sections) => assert_eq!(sections.len(), 1),
+            other => panic!("expected one data section, got {other:?}"),
+        }
+    }
 }

@@ -99,7 +99,10 @@ impl Amqp10Source {
         Receiver::builder()
             .name(link_name)
             .source(terminus.build())
-            .credit_mode(CreditMode::Auto(self.credit))
+            // Credit is granted by hand, a full window only once the last one is used up.
+            // fe2o3's automatic mode tops credit up while transfers are still in flight, and
+            // RabbitMQ 3.x then sends more than the receiver counts as allowed.
+            .credit_mode(CreditMode::Manual)
             .auto_accept(false)
             .attach(&mut link.session)
             .await
@@ -119,7 +122,11 @@ impl Amqp10Source {
             Ok(link) => link,
             Err(e) => return End::Lost(format!("cannot connect to {}: {e}", self.connection.url)),
         };
-        let mut receiver = match self.attach(&mut link).await {
+        let attached = match self.attach(&mut link).await {
+            Ok(mut r) => r.set_credit(self.credit).await.map(|()| r).map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        let mut receiver = match attached {
             Ok(r) => r,
             Err(e) => {
                 link.close().await;
@@ -151,6 +158,11 @@ impl Amqp10Source {
                         Ok(delivery) => delivery.into_parts(),
                         Err(e) => break End::Lost(e.to_string()),
                     };
+                    if receiver.credit() == 0 {
+                        if let Err(e) = receiver.set_credit(self.credit).await {
+                            break End::Lost(format!("cannot grant credit: {e}"));
+                        }
+                    }
                     let envelope = codec::decode(message, &self.name);
                     let handle = Amqp10Settle { info: Some(info), tx: settle_tx.clone() };
                     pending = Some(Received { envelope, settle: Box::new(handle) });
@@ -175,7 +187,13 @@ impl Amqp10Source {
             while let Ok(disposition) = settle_rx.try_recv() {
                 settle(&receiver, disposition).await;
             }
-            let _ = receiver.close().await;
+            // A durable subscription must outlive us: detach without closing, or the broker
+            // deletes it (and what arrives while portico is away is lost).
+            if self.subscription.is_some() {
+                let _ = receiver.detach().await;
+            } else {
+                let _ = receiver.close().await;
+            }
         }
         link.close().await;
         end

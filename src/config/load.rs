@@ -580,6 +580,14 @@ impl Checker {
         if source.subscription.is_some() && node == Node::Queue {
             self.problem(format!("{path}.subscription"), "durable subscriptions apply to topics");
         }
+        let flavor = conn.amqp10.as_ref().map(|c| c.flavor);
+        if source.subscription.is_some() && flavor == Some(Flavor::RabbitMq) {
+            // RabbitMQ 3.x makes a new queue for every durable attach and never resumes one
+            // by link name, so a subscription would silently lose what arrives while away.
+            let message = "RabbitMQ 3.x cannot resume a durable AMQP 1.0 subscription; declare a \
+                           queue bound to the topic and consume it with `queue:` instead";
+            self.problem(format!("{path}.subscription"), message);
+        }
         let credit = source.credit.unwrap_or(256);
         if credit == 0 {
             self.problem(format!("{path}.credit"), "must be at least 1");

@@ -186,7 +186,7 @@ impl Value {
             "timestamp" => Value::Timestamp(s.parse().ok()?),
             "uuid" => Value::Uuid(s.parse().ok()?),
             "string" => Value::String(s.to_owned()),
-            "bytes" => Value::Bytes(Bytes::from(BASE64.decode(s).ok()?)),
+            "bytes" | "base64" => Value::Bytes(Bytes::from(BASE64.decode(s).ok()?)),
             "null" => Value::Null,
             _ => return None,
         })

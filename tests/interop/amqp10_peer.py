@@ -134,11 +134,15 @@ def encode(message=None, body_sections=()):
 # ----------------------------------------------------------------------------- records
 
 
+_SEQ = iter(range(1, 1 << 62))
+
+
 class Wire:
     """One encoded message: its raw bytes, its sections (name, descriptor, encoded bytes,
     decoded value with proton's Python types) and the proton Message decoded from it."""
 
     def __init__(self, raw):
+        self.seq = next(_SEQ)  # order of events in the peer (one thread handles them all)
         self.raw = bytes(raw)
         self.sections = split_sections(self.raw)
         self.message = Message()
@@ -252,8 +256,16 @@ class _Handler(Handler):
         sasl.allowed_mechs("ANONYMOUS")
 
     def on_connection_remote_open(self, event):
-        if event.connection.state & Endpoint.LOCAL_UNINIT:
-            event.connection.open()
+        conn, transport = event.connection, event.transport
+        with self.peer.lock:
+            self.peer.connections.append({
+                "container": conn.remote_container,
+                "max_frame_size": transport.remote_max_frame_size,
+                "idle_timeout": transport.remote_idle_timeout,
+                "mechanism": transport.sasl().mech,
+            })
+        if conn.state & Endpoint.LOCAL_UNINIT:
+            conn.open()
 
     def on_session_remote_open(self, event):
         if event.session.state & Endpoint.LOCAL_UNINIT:
@@ -303,8 +315,8 @@ class _Handler(Handler):
                 if link.connection == conn:
                     self._forget(link)
 
-    def _links_of(self, session):
-        return [l for links in self.senders.values() for l in links if l.session == session]
+    def _links_of(self, ssn):
+        return [l for links in self.senders.values() for l in links if l.session == ssn]
 
     def _forget(self, link):
         """A sender link went away: its unsettled messages return to their queue head."""
@@ -423,6 +435,7 @@ class Peer:
         self.transfers = []
         self.outcomes = []
         self.attaches = []
+        self.connections = []  # what each client announced in its open frame
         self.dispositions = {}
         self.max_sizes = {}
         self._handler = _Handler(self)
@@ -431,7 +444,7 @@ class Peer:
         self._container.container_id = f"peer-{uuid.uuid4().hex[:6]}"
         self._container.selectable(self._injector)
         self._thread = None
-        self._listening = threading.Event()
+        self.error = None
 
     # --- lifecycle
     def start(self):
@@ -448,7 +461,13 @@ class Peer:
         raise RuntimeError(f"peer did not listen on {self.port}")
 
     def _run(self):
-        self._container.run()
+        try:
+            self._container.run()
+        except BaseException as e:  # surfaced by the wait_* methods
+            self.error = e
+            with self.lock:
+                self.changed.notify_all()
+            raise
 
     def stop(self):
         if self._thread and self._thread.is_alive():
@@ -496,6 +515,8 @@ class Peer:
                 if len(got) >= count:
                     return got
                 left = deadline - time.monotonic()
+                if self.error is not None:
+                    raise AssertionError(f"the peer failed: {self.error!r}")
                 if left <= 0:
                     raise AssertionError(
                         f"timed out after {timeout}s waiting for {count} transfers to {address!r} "
@@ -511,6 +532,8 @@ class Peer:
                 if len(got) >= count:
                     return got
                 left = deadline - time.monotonic()
+                if self.error is not None:
+                    raise AssertionError(f"the peer failed: {self.error!r}")
                 if left <= 0:
                     raise AssertionError(
                         f"timed out after {timeout}s waiting for {count} outcomes on {address!r} (got {len(got)})"

@@ -14,7 +14,9 @@ field-table tag of every header, since pika alone decodes `I` and `l` both as in
 import hashlib
 import json
 import os
+import shutil
 import struct
+import subprocess
 import uuid
 from unittest import mock
 
@@ -27,7 +29,6 @@ from proton import (
     Message,
     Terminus,
     byte,
-    char,
     float32,
     int32,
     short,
@@ -50,10 +51,11 @@ from amqp10_peer import (
     described,
     encode,
 )
-from conftest import KAFKA_BROKERS, RABBIT_URL, consume, create_topic, produce, unique, wait_until
+from conftest import BIN, KAFKA_BROKERS, RABBIT_URL, consume, create_topic, unique, wait_until
 
 RABBIT10_URL = "amqp://127.0.0.1:5672"
 R10 = {"protocol": "amqp10", "url": "amqp://guest:guest@127.0.0.1:5672", "flavor": "rabbitmq"}
+RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 RETRY = {"initial_backoff": "50ms", "max_backoff": "500ms", "multiplier": 2.0}
 
 HEADER_FIELDS = ["durable", "priority", "ttl", "first-acquirer", "delivery-count"]
@@ -215,17 +217,20 @@ class Rabbit10:
     def receive(self, queue, count, timeout=20):
         """Takes (accepts) `count` messages from `/queue/<queue>`: [Wire], each with the exact
         sections RabbitMQ sent and the decoded `.message`."""
-        receiver = self.conn.create_receiver(f"/queue/{queue}", credit=count, options=DurableTerminus())
         got = []
-        try:
-            with mock.patch.object(proton._handlers, "recv_msg", _recv_keeping_wire):
+        # proton decodes while it waits (for the attach too): keep the wire bytes throughout
+        with mock.patch.object(proton._handlers, "recv_msg", _recv_keeping_wire):
+            receiver = self.conn.create_receiver(
+                f"/queue/{queue}", credit=count, options=DurableTerminus()
+            )
+            try:
                 for _ in range(count):
                     got.append(receiver.receive(timeout=timeout).wire)
                     receiver.accept()
-        finally:
-            # RabbitMQ 3.10 answers a closing detach without `closed`, so proton's blocking
-            # close would wait forever: detach without waiting.
-            receiver.link.close()
+            finally:
+                # RabbitMQ 3.10 answers a closing detach without `closed`, so proton's
+                # blocking close would wait forever: detach without waiting.
+                receiver.link.close()
         return got
 
     def close(self):
@@ -240,6 +245,23 @@ def amqp10():
     client = Rabbit10()
     yield client
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def cleanup(rabbit):
+    """Deletes the queues and exchanges a test made (names in `made`), after portico stopped."""
+    made = {"queues": [], "exchanges": []}
+    rabbit.made = made
+    yield
+    conn = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
+    try:
+        ch = conn.channel()
+        for q in rabbit.declared + made["queues"]:
+            ch.queue_delete(q)
+        for x in made["exchanges"]:
+            ch.exchange_delete(x)
+    finally:
+        conn.close()
 
 
 @pytest.fixture
@@ -372,6 +394,49 @@ def test_091_timestamp_becomes_creation_time_ms(portico, rabbit, peer):
     props = fields(t, "properties")
     assert typed(props["creation-time"]) == ("timestamp", 1700000000000)
     assert props["message-id"] == "ts"
+    ann = t.section("message-annotations")
+    assert ann[symbol("x-opt-amqp-exchange")] == ""
+    assert ann[symbol("x-opt-amqp-routing-key")] == src
+
+
+def test_091_type_becomes_jms_subject(portico, rabbit, peer):
+    """JMS flavors: the 0-9-1 `type` is JMSType, i.e. the 1.0 subject, when no subject."""
+    src = rabbit.queue(unique("a10-src"))
+    portico(render(
+        [bridge("b", {"connection": "rabbit", "queue": src}, {"connection": "peer", "queue": "typ"})],
+        peer=peer_conn(peer, "activemq"),
+    ))
+    rabbit.publish(src, b"t", type="OrderCreated")
+    [t] = peer.wait_received("queue://typ", 1)
+    assert fields(t, "properties")["subject"] == "OrderCreated"
+    assert typed(t.section("message-annotations")[symbol("x-opt-jms-msg-type")]) == ("byte", 3)
+
+
+@pytest.mark.parametrize(
+    "flavor,node,name,address,durability",
+    [
+        ("rabbitmq", "queue", "a b", "/queue/a b", Terminus.CONFIGURATION),
+        ("rabbitmq", "topic", "k.1", "/topic/k.1", Terminus.NONDURABLE),
+        ("rabbitmq4", "queue", "a b", "/queues/a%20b", Terminus.NONDURABLE),
+        ("rabbitmq4", "topic", "k.1", "/exchanges/amq.topic/k.1", Terminus.NONDURABLE),
+        ("generic", "address", "any/thing", "any/thing", Terminus.NONDURABLE),
+    ],
+)
+def test_non_jms_flavor_addresses(portico, rabbit, peer, flavor, node, name, address, durability):
+    """Sink addresses per flavor as the peer sees the attach; no JMS annotations."""
+    src = rabbit.queue(unique("a10-src"))
+    portico(render(
+        [bridge("b", {"connection": "rabbit", "queue": src}, {"connection": "peer", node: name})],
+        peer=peer_conn(peer, flavor),
+    ))
+    rabbit.publish(src, b"x", message_id="f")
+    [t] = peer.wait_received(address, 1)
+    [attach] = [a for a in peer.attached(address) if a.role == "sender"]
+    assert attach.durability == durability
+    assert attach.capabilities is None
+    ann = t.section("message-annotations") or {}
+    assert symbol("x-opt-jms-msg-type") not in ann and symbol("x-opt-jms-dest") not in ann
+    assert fields(t, "properties")["to"] == address
 
 
 def test_routing_key_from_subject_with_default_and_too_long(portico, rabbit, amqp10):
@@ -380,6 +445,7 @@ def test_routing_key_from_subject_with_default_and_too_long(portico, rabbit, amq
     src, dst, dlq = (rabbit.queue(unique(n)) for n in ("a10-src", "a10-inv", "a10-dlq"))
     exchange = unique("a10-topic")
     rabbit.ch.exchange_declare(exchange, "topic", durable=False)
+    rabbit.made["exchanges"].append(exchange)
     rabbit.ch.queue_bind(dst, exchange, "invoice.*")
     sink = {
         "connection": "rabbit",
@@ -408,6 +474,7 @@ def test_routing_keys_used(portico, rabbit, amqp10):
     src, dst = rabbit.queue(unique("a10-src")), rabbit.queue(unique("a10-dst"))
     exchange = unique("a10-topic")
     rabbit.ch.exchange_declare(exchange, "topic", durable=False)
+    rabbit.made["exchanges"].append(exchange)
     rabbit.ch.queue_bind(dst, exchange, "invoice.*")
     sink = {
         "connection": "rabbit",
@@ -433,9 +500,10 @@ def test_typed_ids_round_trip_through_091(portico, rabbit, amqp10):
     """Case 5: ulong / binary ids become Qpid JMS id text on 0-9-1 and are restored when the
     message comes back to AMQP 1.0 (RabbitMQ 1.0 → 0-9-1 → RabbitMQ 1.0)."""
     src, check, mid = (rabbit.queue(unique(n)) for n in ("a10-src", "a10-check", "a10-mid"))
-    back = unique("a10-back")
+    back = rabbit.queue(unique("a10-back"))
     fanout = unique("a10-fan")
     rabbit.ch.exchange_declare(fanout, "fanout", durable=False)
+    rabbit.made["exchanges"].append(fanout)
     rabbit.ch.queue_bind(check, fanout, "")
     rabbit.ch.queue_bind(mid, fanout, "")
     portico(render(
@@ -460,7 +528,7 @@ def test_jms_illegal_property_types_to_jms_peer_and_back(portico, rabbit, amqp10
     """Case 6: binary, uuid, timestamp and ulong cannot be JMS properties: at an
     ActiveMQ-style peer each is a non-empty string with its type in x-opt-portico-types;
     the next hop (a non-JMS broker) gets the typed values back. Delivered once."""
-    src, back = rabbit.queue(unique("a10-src")), unique("a10-back")
+    src, back = rabbit.queue(unique("a10-src")), rabbit.queue(unique("a10-back"))
     q = unique("q6")
     p = portico(render(
         [
@@ -494,7 +562,7 @@ def test_jms_illegal_property_types_to_jms_peer_and_back(portico, rabbit, amqp10
         {k: typed(v) for k, v in back_app.items()},
     ) == (
         {name: ("str", True) for name in at_peer},
-        {"sig": "bytes", "u": "uuid", "at": "timestamp", "big": "u64"},
+        {"sig": "base64", "u": "uuid", "at": "timestamp", "big": "u64"},
         {k: typed(v) for k, v in sent.items()},
     ), at_peer
     assert symbol("x-opt-portico-types") not in (w.section("message-annotations") or {})
@@ -691,6 +759,31 @@ def test_data_sections_are_concatenated_in_order(portico, rabbit, peer):
     assert record.value() == b"ab"
 
 
+def test_amqp_sequence_body(portico, rabbit, peer):
+    """An amqp-sequence body → JSON text with kind "list" and its shape on 0-9-1; to a 1.0
+    sink it is an amqp-value list with the element types restored."""
+    dst = rabbit.queue(unique("a10-dst"))
+    seq = raw_message(header={"durable": True}, properties={"message-id": "seq"},
+                      body=[amqp_sequence_section([int32(1), "a", True])])
+    peer.put("seq-a", seq)
+    peer.put("seq-b", seq)
+    portico(render(
+        [
+            bridge("rabbit", {"connection": "peer", "address": "seq-a"}, rabbit_sink(dst)),
+            bridge("amqp10", {"connection": "peer", "address": "seq-b"}, {"connection": "peer", "address": "seq-out"}),
+        ],
+        peer=peer_conn(peer, "generic"),
+    ))
+    [(props, body, _)] = typed_get(rabbit, dst, 1)
+    assert json.loads(body) == [1, "a", True]
+    assert props.headers["amqp.body"] == "list"
+    assert json.loads(props.headers["amqp.body-types"]) == ["i32", "string", "bool"]
+    [t] = peer.wait_received("seq-out", 1)
+    [(kind, value)] = t.body_sections
+    assert kind == "amqp-value"
+    assert [typed(v) for v in value] == [("int32", 1), ("str", "a"), ("bool", True)]
+
+
 def test_091_body_is_one_data_section(portico, rabbit, peer):
     """Case 12, reverse: 0-9-1 bytes → exactly one data section; empty → one empty data
     section (never amqp-value null)."""
@@ -710,7 +803,7 @@ def test_kafka_headers_are_readable_text_and_types_come_back(portico, rabbit, am
     """Case 17: application properties and annotations → readable Kafka headers plus
     portico.types; Kafka → 1.0 restores int, bool and long."""
     src = rabbit.queue(unique("a10-src"))
-    back = unique("a10-back")
+    back = rabbit.queue(unique("a10-back"))
     topic = create_topic(unique("a10-k17"))
     portico(render(
         [
@@ -819,6 +912,21 @@ def test_large_message_with_small_frames(portico, rabbit, amqp10):
     [(_, body, _)] = typed_get(rabbit, dst, 1)
     assert len(body) == len(payload)
     assert hashlib.sha256(body).hexdigest() == hashlib.sha256(payload).hexdigest()
+
+
+def test_large_message_with_small_frames_to_peer(portico, rabbit, peer):
+    """Case 25 at the peer: the connection announces max-frame-size 4096 (and SASL
+    ANONYMOUS without a user); a 100000-byte body arrives as one intact data section."""
+    src = rabbit.queue(unique("a10-src"))
+    portico(render(
+        [bridge("b", {"connection": "rabbit", "queue": src}, {"connection": "peer", "queue": "big"})],
+        peer=peer_conn(peer, "activemq", max_frame_size=4096),
+    ))
+    payload = os.urandom(100000)
+    rabbit.publish(src, payload)
+    [t] = peer.wait_received("queue://big", 1)
+    assert t.body_sections == [("data", payload)]
+    assert {(c["max_frame_size"], c["mechanism"]) for c in peer.connections} == {(4096, "ANONYMOUS")}
 
 
 # ----------------------------------------------------------------------------- case 26
@@ -985,6 +1093,40 @@ def test_released_and_modified_are_retried_then_delivered_once(portico, rabbit, 
     assert rabbit.depth(src) == 0
 
 
+def test_source_accepted_only_after_sink_accepted(portico, peer):
+    """An AMQP 1.0 source delivery is settled `accepted` only once the sink's outcome was
+    `accepted`: here the sink releases twice first (peer → peer, one event order)."""
+    peer.put("hold-in", Message(id="h", body="x"))
+    peer.set_disposition("hold-out", "release", "release", "accept")
+    portico(render(
+        [bridge("b", {"connection": "peer", "address": "hold-in"}, {"connection": "peer", "address": "hold-out"})],
+        peer=peer_conn(peer, "generic"),
+    ))
+    [outcome] = peer.wait_outcomes("hold-in", 1)
+    transfers = peer.received("hold-out")
+    assert [t.disposition for t in transfers] == ["release", "release", "accept"]
+    assert outcome.state == "accepted"
+    assert outcome.seq > transfers[-1].seq
+
+
+def test_modified_undeliverable_here_goes_to_dead_letter(portico, rabbit, amqp10, peer):
+    src, dlq = rabbit.queue(unique("a10-src")), rabbit.queue(unique("a10-dlq"))
+    peer.set_disposition("undeliverable", ("modify", True))
+    p = portico(render(
+        [bridge("b", {"connection": "r10", "queue": src}, {"connection": "peer", "address": "undeliverable"},
+                dead_letter=rabbit_sink(dlq))],
+        r10=R10,
+        peer=peer_conn(peer, "generic"),
+    ))
+    amqp10.send(src, Message(id="u", body="x"))
+    [(props, _, _)] = typed_get(rabbit, dlq, 1)
+    assert props.message_id == "u"
+    assert props.headers["portico.dlq.reason"] == "refused"
+    wait_settled(p, 1)
+    assert len(peer.received("undeliverable")) == 1
+    assert metric(p, "portico_delivery_retries_total") == 0
+
+
 def test_message_above_max_message_size_goes_to_dead_letter(portico, rabbit, amqp10, peer):
     src, dlq = rabbit.queue(unique("a10-src")), rabbit.queue(unique("a10-dlq"))
     peer.set_max_message_size("small", 1024)
@@ -1070,22 +1212,27 @@ def test_durable_subscription_attach_at_peer(portico, rabbit, peer):
         )
 
 
-def test_durable_subscription_keeps_messages_while_away_rabbitmq(portico, rabbit, amqp10):
-    """Stop portico, publish 5 to the topic, start it: all 5 arrive."""
-    dst = rabbit.queue(unique("a10-dst"))
-    key = unique("news")
-    sub = unique("sub")
+def topic_queues(key):
+    """{queue: messages} for the queues bound to amq.topic with `key` (rabbitmqctl)."""
+    def run(*args):
+        out = subprocess.run([RABBITMQCTL, "-q", *args], capture_output=True, text=True, timeout=60)
+        return [line.split("\t") for line in out.stdout.splitlines() if "\t" in line]
+
+    bound = {row[1] for row in run("list_bindings", "source_name", "destination_name", "routing_key")
+             if row[0] == "amq.topic" and row[2] == key}
+    return {row[0]: int(row[1]) for row in run("list_queues", "name", "messages") if row[0] in bound}
+
+
+def test_durable_subscription_on_rabbitmq_3_is_refused_by_check(tmp_path):
+    """RabbitMQ 3.x makes a new queue for every durable attach and never resumes one by link
+    name, so a subscription there would lose what arrives while portico is away: the
+    configuration is refused up front instead."""
     config = render(
-        [bridge("b", {"connection": "r10", "topic": key, "subscription": sub}, rabbit_sink(dst))],
-        r10={**R10, "container_id": unique("client")},
+        [bridge("b", {"connection": "r10", "topic": "news", "subscription": "sub"}, rabbit_sink("q"))],
+        r10=R10,
     )
-    p = portico(config)
-    amqp10.send(None, Message(id="first", body="0"), address=f"/topic/{key}")
-    [(props, _, _)] = typed_get(rabbit, dst, 1)
-    assert props.message_id == "first"
-    assert p.stop() == 0
-    for i in range(5):
-        rabbit.publish(key, f"m{i}".encode(), exchange="amq.topic", message_id=f"m{i}")
-    portico(config)
-    got = typed_get(rabbit, dst, 5, timeout=20)
-    assert sorted(m[0].message_id for m in got) == [f"m{i}" for i in range(5)]
+    path = tmp_path / "bridges.yaml"
+    path.write_text(config)
+    out = subprocess.run([BIN, "check", "--config", str(path)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "bridges[0].source.subscription: RabbitMQ 3.x cannot resume a durable AMQP 1.0" in out.stderr
