@@ -29,7 +29,7 @@ pub struct Amqp091Source {
 /// Why one consuming session ended.
 enum End {
     /// The consumer is kept: dropping it closes its channel, and with it every ack still due.
-    Shutdown(Connection, Consumer),
+    Shutdown(Box<(Connection, Consumer)>),
     Lost(String),
 }
 
@@ -45,11 +45,12 @@ impl Source for Amqp091Source {
         let mut backoff = Backoff::reconnect();
         loop {
             match self.consume(&tx, &shutdown, &part, &mut backoff).await {
-                End::Shutdown(connection, consumer) => {
+                End::Shutdown(session) => {
                     drop(tx);
                     // Acks for in-flight messages need this connection: keep it until the
                     // bridge has settled everything it could.
                     drained.cancelled().await;
+                    let (connection, consumer) = *session;
                     drop(consumer);
                     let _ = connection.close(200, "portico shutting down".into()).await;
                     return;
@@ -104,7 +105,7 @@ impl Amqp091Source {
         tracing::info!(bridge = %self.bridge, queue = %self.queue, prefetch = self.prefetch, "Consuming AMQP 0-9-1 queue");
         loop {
             let next = tokio::select! {
-                _ = shutdown.cancelled() => return End::Shutdown(connection, consumer),
+                _ = shutdown.cancelled() => return End::Shutdown(Box::new((connection, consumer))),
                 next = consumer.next() => next,
             };
             let mut delivery = match next {
@@ -122,8 +123,8 @@ impl Amqp091Source {
             let envelope = codec::decode(body, &delivery.properties, facts);
             let received = Received { envelope, settle: Box::new(Amqp091Settle(delivery.acker)) };
             tokio::select! {
-                _ = shutdown.cancelled() => return End::Shutdown(connection, consumer),
-                sent = tx.send(received) => if sent.is_err() { return End::Shutdown(connection, consumer) },
+                _ = shutdown.cancelled() => return End::Shutdown(Box::new((connection, consumer))),
+                sent = tx.send(received) => if sent.is_err() { return End::Shutdown(Box::new((connection, consumer))) },
             }
         }
     }
