@@ -29,6 +29,8 @@ use crate::pipeline::{BodyKind, Envelope, MessageId, Origin, Properties, Value};
 
 /// The annotation holding the types of application properties written as text.
 pub const TYPES_ANNOTATION: &str = "x-opt-portico-types";
+/// The annotation mapping JMS-legal property names back to the names they stand for.
+pub const NAMES_ANNOTATION: &str = "x-opt-portico-names";
 /// Qpid JMS message type annotation (AMQP byte).
 pub const JMS_MSG_TYPE: &str = "x-opt-jms-msg-type";
 /// Qpid JMS destination type annotation (AMQP byte: 0 queue, 1 topic).
@@ -55,14 +57,17 @@ pub struct Target {
 /// Decodes one received message.
 pub fn decode(message: AmqpMessage, address: &str) -> Envelope {
     let mut envelope = Envelope::default();
-    let mut types = serde_json::Map::new();
-    if let Some(annotations) = &message.message_annotations {
-        if let Some(AmqpValueT::String(t) | AmqpValueT::Symbol(Symbol(t))) =
-            annotations.0.get(&OwnedKey::Symbol(Symbol::from(TYPES_ANNOTATION)))
-        {
-            types = serde_json::from_str(t).unwrap_or_default();
+    let annotation_map = |name: &str| -> serde_json::Map<String, Json> {
+        let annotations = message.message_annotations.as_ref();
+        match annotations.and_then(|a| a.0.get(&OwnedKey::Symbol(Symbol::from(name)))) {
+            Some(AmqpValueT::String(t) | AmqpValueT::Symbol(Symbol(t))) => {
+                serde_json::from_str(t).unwrap_or_default()
+            }
+            _ => serde_json::Map::new(),
         }
-    }
+    };
+    let types = annotation_map(TYPES_ANNOTATION);
+    let renamed = annotation_map(NAMES_ANNOTATION);
     decode_header(message.header.as_ref(), &mut envelope);
     if let Some(p) = message.properties {
         decode_properties(p, &mut envelope.properties);
@@ -73,7 +78,7 @@ pub fn decode(message: AmqpMessage, address: &str) -> Envelope {
                 OwnedKey::Symbol(Symbol(s)) => s,
                 OwnedKey::Ulong(n) => n.to_string(),
             };
-            if name != TYPES_ANNOTATION {
+            if name != TYPES_ANNOTATION && name != NAMES_ANNOTATION {
                 envelope.headers.push((name, from_amqp(&value)));
             }
         }
@@ -86,6 +91,10 @@ pub fn decode(message: AmqpMessage, address: &str) -> Envelope {
                     Value::from_text(text.as_bytes(), Some(shape)).unwrap_or(value)
                 }
                 _ => value,
+            };
+            let name = match renamed.get(&name) {
+                Some(Json::String(original)) => original.clone(),
+                _ => name,
             };
             envelope.headers.push((name, value));
         }
@@ -178,24 +187,40 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str) -> AmqpMessage {
     let mut annotations = OrderedMap::new();
     let mut app = OrderedMap::new();
     let mut types = serde_json::Map::new();
+    let mut renamed = serde_json::Map::new();
+    let legal: std::collections::HashSet<&str> = envelope
+        .headers
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| is_java_identifier(n))
+        .collect();
     for (name, value) in &envelope.headers {
         if name.starts_with("x-") {
             annotations.insert(OwnedKey::Symbol(Symbol::from(name.as_str())), to_amqp(value));
-        } else {
-            match to_simple(value, target.jms) {
-                Some(simple) => app.insert(name.clone(), simple),
-                None => {
-                    let (text, shape) = as_text(value);
-                    types.insert(name.clone(), shape);
-                    app.insert(name.clone(), SimpleValue::String(text))
-                }
-            };
+            continue;
         }
+        let key = if target.jms && !is_java_identifier(name) {
+            let escaped = jms_name(name, |n| legal.contains(n) || renamed.contains_key(n));
+            renamed.insert(escaped.clone(), Json::String(name.clone()));
+            escaped
+        } else {
+            name.clone()
+        };
+        match to_simple(value, target.jms) {
+            Some(simple) => app.insert(key, simple),
+            None => {
+                let (text, shape) = as_text(value);
+                types.insert(key.clone(), shape);
+                app.insert(key, SimpleValue::String(text))
+            }
+        };
     }
     add_origin(&mut annotations, envelope);
-    if !types.is_empty() {
-        let key = OwnedKey::Symbol(Symbol::from(TYPES_ANNOTATION));
-        annotations.insert(key, AmqpValueT::String(Json::Object(types).to_string()));
+    for (annotation, map) in [(TYPES_ANNOTATION, types), (NAMES_ANNOTATION, renamed)] {
+        if !map.is_empty() {
+            let key = OwnedKey::Symbol(Symbol::from(annotation));
+            annotations.insert(key, AmqpValueT::String(Json::Object(map).to_string()));
+        }
     }
     let body = encode_body(envelope);
     if target.jms {
@@ -300,6 +325,33 @@ fn encode_body(envelope: &Envelope) -> Body<AmqpValueT> {
         // as a TextMessage(null) to a JMS consumer.
         BodyKind::Bytes => data(),
     }
+}
+
+/// JMS property names are Java identifiers, and not JMS's own reserved words.
+fn is_java_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    let start = chars.next().is_some_and(|c| c.is_alphabetic() || c == '_' || c == '$');
+    let reserved = ["NULL", "TRUE", "FALSE", "NOT", "AND", "OR", "BETWEEN", "LIKE", "IN", "IS"]
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name));
+    start && chars.all(|c| c.is_alphanumeric() || c == '_' || c == '$') && !reserved
+}
+
+/// A JMS-legal stand-in for `name`: illegal characters become `_`, and a suffix keeps it
+/// apart from names already `taken`. The original is recorded beside it and restored.
+fn jms_name(name: &str, taken: impl Fn(&str) -> bool) -> String {
+    let mut base: String =
+        name.chars().map(|c| if c.is_alphanumeric() || c == '$' { c } else { '_' }).collect();
+    if !base.starts_with(|c: char| c.is_alphabetic() || c == '_' || c == '$') {
+        base.insert(0, '_');
+    }
+    let mut candidate = base.clone();
+    let mut n = 1;
+    while taken(&candidate) || !is_java_identifier(&candidate) {
+        candidate = format!("{base}_{n}");
+        n += 1;
+    }
+    candidate
 }
 
 /// A value an application property cannot hold, as a string and the shape that restores it.
@@ -502,6 +554,22 @@ mod tests {
         assert!(
             matches!(message.body, Body::Value(AmqpValue(AmqpValueT::String(ref s))) if s == "hi")
         );
+    }
+
+    #[test]
+    fn names_that_are_not_jms_identifiers_are_escaped_and_restored() {
+        let mut env = Envelope::default();
+        env.headers.push(("customer-id".into(), Value::String("c-1".into())));
+        env.headers.push(("customer_id".into(), Value::String("other".into())));
+        env.headers.push(("9lives".into(), Value::I32(9)));
+        let message = encode(&env, jms(), "queue://q");
+        let props = message.application_properties.as_ref().expect("app props");
+        let names: Vec<&String> = props.0.keys().collect();
+        assert_eq!(names, ["customer_id_1", "customer_id", "_9lives"]);
+        assert!(names.iter().all(|n| is_java_identifier(n)));
+        let back = decode(message, "queue://q");
+        let app: Vec<_> = back.headers.into_iter().filter(|(n, _)| !n.starts_with("x-")).collect();
+        assert_eq!(app, env.headers);
     }
 
     #[test]
