@@ -5,6 +5,8 @@
 //! `${VAR}` expansion, structural parsing (unknown fields, wrong types), and cross-checks
 //! (connections that exist, fields that fit the connection's protocol, templates that parse).
 
+mod check;
+mod endpoints;
 mod env;
 pub mod file;
 mod load;

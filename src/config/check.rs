@@ -1,0 +1,167 @@
+//! Cross-checks of a parsed file: references resolve, fields fit the connection's protocol,
+//! templates parse. Every problem is collected with its position, not just the first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::file::{BridgeFile, File, SetFile, TemplateFile};
+use super::load::Problem;
+use super::model::{BridgeModel, ConnectionModel, Model, RetryModel, SourceModel};
+use super::position::Positions;
+use crate::pipeline::rules::Field;
+use crate::pipeline::{Rules, Template};
+
+pub(super) struct Checker {
+    pub(super) positions: Positions,
+    pub(super) problems: Vec<Problem>,
+}
+
+impl Checker {
+    pub(super) fn problem(&mut self, path: String, message: impl Into<String>) {
+        let at = self.positions.of(&path);
+        self.problems.push(Problem {
+            line: at.line,
+            column: at.column,
+            path,
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn model(&mut self, file: File) -> Model {
+        let connections: BTreeMap<String, ConnectionModel> = file
+            .connections
+            .into_iter()
+            .map(|(name, conn)| {
+                let path = format!("connections.{name}");
+                let model = self.connection(&path, &name, conn);
+                (name, model)
+            })
+            .collect();
+
+        let mut names = BTreeSet::new();
+        let mut used = BTreeSet::new();
+        let mut bridges = Vec::new();
+        for (i, bridge) in file.bridges.into_iter().enumerate() {
+            let path = format!("bridges[{i}]");
+            if !names.insert(bridge.name.clone()) {
+                self.problem(
+                    format!("{path}.name"),
+                    format!("duplicate bridge name {:?}", bridge.name),
+                );
+            }
+            used.insert(bridge.source.connection.clone());
+            used.insert(bridge.sink.connection.clone());
+            if let Some(dl) = &bridge.dead_letter {
+                used.insert(dl.connection.clone());
+            }
+            if let Some(model) = self.bridge(&path, bridge, &connections) {
+                bridges.push(model);
+            }
+        }
+        if bridges.is_empty() && self.problems.is_empty() {
+            self.problem("bridges".into(), "no bridges: add at least one under `bridges:`");
+        }
+        Model {
+            listen: file.telemetry.listen,
+            shutdown_timeout: file.shutdown_timeout.0,
+            connections,
+            bridges,
+        }
+    }
+
+    fn bridge(
+        &mut self,
+        path: &str,
+        bridge: BridgeFile,
+        connections: &BTreeMap<String, ConnectionModel>,
+    ) -> Option<BridgeModel> {
+        let source = self.source(&format!("{path}.source"), bridge.source, connections);
+        let sink = self.sink(&format!("{path}.sink"), bridge.sink, connections);
+        let dead_letter =
+            bridge.dead_letter.map(|dl| self.sink(&format!("{path}.dead_letter"), dl, connections));
+        let retry = RetryModel {
+            initial_backoff: bridge.retry.initial_backoff.0,
+            max_backoff: bridge.retry.max_backoff.0,
+            multiplier: bridge.retry.multiplier,
+        };
+        if !(1.0..=10.0).contains(&retry.multiplier) {
+            self.problem(format!("{path}.retry.multiplier"), "must be between 1.0 and 10.0");
+        }
+        let rules = self.rules(&format!("{path}.set"), &bridge.set);
+        let source = source?;
+        let default_in_flight = match &source {
+            SourceModel::Amqp091 { prefetch, .. } => usize::from(*prefetch).max(1),
+            SourceModel::Kafka { .. } => 1024,
+            SourceModel::Amqp10 { credit, .. } => usize::try_from(*credit).unwrap_or(1024).max(1),
+        };
+        let max_in_flight = bridge.max_in_flight.unwrap_or(default_in_flight);
+        if max_in_flight == 0 {
+            self.problem(format!("{path}.max_in_flight"), "must be at least 1");
+        }
+        Some(BridgeModel {
+            name: bridge.name,
+            source,
+            sink: sink?,
+            dead_letter: match dead_letter {
+                Some(dl) => Some(dl?),
+                None => None,
+            },
+            max_in_flight,
+            retry,
+            rules,
+        })
+    }
+
+    fn rules(&mut self, path: &str, set: &BTreeMap<String, SetFile>) -> Rules {
+        let mut rules = Rules::default();
+        for (name, entry) in set {
+            let at = format!("{path}.{name}");
+            match (name.as_str(), entry) {
+                ("headers", SetFile::Headers(headers)) => {
+                    for (header, template) in headers {
+                        if let Some(t) = self.template(&format!("{at}.{header}"), template) {
+                            rules.headers.push((header.clone(), t));
+                        }
+                    }
+                }
+                (_, SetFile::Template(template)) => {
+                    match Field::NAMES.iter().find(|(n, _)| n == name) {
+                        Some((_, field)) => {
+                            if let Some(t) = self.template(&at, template) {
+                                rules.properties.push((*field, t));
+                            }
+                        }
+                        None => {
+                            let known: Vec<_> = Field::NAMES.iter().map(|(n, _)| *n).collect();
+                            let message = format!(
+                                "unknown property; use one of {} or headers",
+                                known.join(", ")
+                            );
+                            self.problem(at, message);
+                        }
+                    }
+                }
+                _ => self.problem(
+                    at,
+                    "expected a template, or a map of header templates under `headers`",
+                ),
+            }
+        }
+        rules
+    }
+
+    pub(super) fn template(&mut self, path: &str, field: &TemplateFile) -> Option<Template> {
+        let (source, default) = field.parts();
+        let at = if matches!(field, TemplateFile::WithDefault { .. }) {
+            format!("{path}.template")
+        } else {
+            path.to_owned()
+        };
+        match Template::parse(source, default.map(str::to_owned)) {
+            Ok(template) => Some(template),
+            Err(e) => {
+                self.problem(at, format!("template {source:?}: {e}"));
+                None
+            }
+        }
+    }
+}
