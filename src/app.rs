@@ -196,17 +196,18 @@ fn build_sink(
             Arc::new(Amqp10Sink::new(role.to_owned(), connection.clone(), health.clone()))
         }
         SinkModel::Kafka { connection, .. } => {
-            let sink = match producers.get(&connection.name) {
+            // One producer per connection (librdkafka runs threads per client), one readiness
+            // entry per role.
+            let shared = match producers.get(&connection.name) {
                 Some(sink) => sink.clone(),
                 None => {
-                    let sink = KafkaSink::new(connection).map_err(anyhow::Error::msg)?;
+                    let sink =
+                        KafkaSink::new(connection, health.clone()).map_err(anyhow::Error::msg)?;
                     producers.insert(connection.name.clone(), sink.clone());
                     sink
                 }
             };
-            // librdkafka connects lazily and reconnects by itself; the producer is usable now.
-            health.ready(role);
-            Arc::new(sink)
+            Arc::new(shared.for_role(role))
         }
     })
 }

@@ -13,9 +13,53 @@ pub mod sink;
 pub mod source;
 pub mod topology;
 
+use std::time::Duration;
+
 use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
 
 use crate::config::KafkaConnection;
+use crate::telemetry::RateLimit;
+
+/// Routes librdkafka's own logs and error reports into `tracing`, rate-limited: with a broker
+/// down, librdkafka reports the same failure several times a second.
+pub struct Logging {
+    client: String,
+    limit: RateLimit,
+}
+
+impl Logging {
+    pub fn new(client: impl Into<String>) -> Logging {
+        Logging { client: client.into(), limit: RateLimit::new(Duration::from_secs(10), 3) }
+    }
+}
+
+impl ClientContext for Logging {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => {
+                if let Some(suppressed) = self.limit.allow() {
+                    tracing::warn!(client = %self.client, facility, message, suppressed,
+                        "Kafka client reported a problem");
+                }
+            }
+            _ => tracing::debug!(client = %self.client, facility, message, "Kafka client log"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(suppressed) = self.limit.allow() {
+            tracing::warn!(client = %self.client, %error, reason, suppressed,
+                "Kafka client reported an error; it keeps retrying");
+        }
+    }
+}
 
 /// The settings of one Kafka client: `defaults` first, then the connection's own `options`,
 /// which therefore win.

@@ -1,6 +1,7 @@
 //! Producing to Kafka: idempotent, `acks=all`, one producer per connection.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,12 +12,19 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::codec;
 use crate::config::KafkaConnection;
-use crate::connector::{DeliveryError, Pending, Sink};
+use crate::connector::{DeliveryError, Disposition, Pending, Sink};
 use crate::pipeline::{Envelope, Route};
+use crate::telemetry::Health;
 
 #[derive(Clone)]
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: FutureProducer<super::Logging>,
+    /// The part this sink plays (`bridge sink`, `bridge dead_letter`), for readiness.
+    role: String,
+    health: Arc<Health>,
+    /// Whether the last delivery (or check) reached the broker (0 unknown, 1 yes, 2 no);
+    /// readiness is updated on changes only, to keep the hot path free of locks.
+    healthy: Arc<AtomicU8>,
     /// Topics seen to exist. librdkafka waits out `message.timeout.ms` on a missing topic
     /// and then reports a timeout, indistinguishable from an outage; asking the broker once
     /// per topic tells a missing topic (permanent) from a broker that is away (transient).
@@ -24,8 +32,9 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    /// Creates the producer of `connection`. Sinks of one connection share it (clone the sink).
-    pub fn new(connection: &KafkaConnection) -> Result<KafkaSink, String> {
+    /// Creates the producer of `connection`. Sinks of one connection share it: see
+    /// [`KafkaSink::for_role`].
+    pub fn new(connection: &KafkaConnection, health: Arc<Health>) -> Result<KafkaSink, String> {
         let config = super::client_config(
             connection,
             &[
@@ -41,9 +50,33 @@ impl KafkaSink {
                 ("message.timeout.ms", "30000"),
             ],
         );
-        let producer =
-            config.create().map_err(|e| format!("invalid Kafka producer settings: {e}"))?;
-        Ok(KafkaSink { producer, known_topics: Arc::default() })
+        let producer = config
+            .create_with_context(super::Logging::new(format!("{} producer", connection.name)))
+            .map_err(|e| format!("invalid Kafka producer settings: {e}"))?;
+        Ok(KafkaSink {
+            producer,
+            role: String::new(),
+            health,
+            healthy: Arc::default(),
+            known_topics: Arc::default(),
+        })
+    }
+
+    /// The same producer, reporting readiness as `role`.
+    pub fn for_role(&self, role: &str) -> KafkaSink {
+        KafkaSink { role: role.to_owned(), healthy: Arc::default(), ..self.clone() }
+    }
+
+    /// Reports a change of reachability to `/readyz`; cheap when nothing changed.
+    fn reachable(&self, yes: bool, why: &str) {
+        let state = if yes { 1 } else { 2 };
+        if self.healthy.swap(state, Ordering::Relaxed) != state {
+            if yes {
+                self.health.ready(&self.role);
+            } else {
+                self.health.waiting(&self.role, why.to_owned());
+            }
+        }
     }
 
     /// Fails when the broker says `topic` does not exist; passes when it exists or when the
@@ -100,14 +133,23 @@ impl Sink for KafkaSink {
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => {
+                    let sink = self.clone();
                     return Ok(Box::pin(async move {
-                        match delivery.await {
+                        let result = match delivery.await {
                             Ok(Ok(_)) => Ok(()),
                             Ok(Err((error, _))) => Err(classify(error)),
                             Err(_) => {
                                 Err(DeliveryError::Disconnected("the producer was closed".into()))
                             }
+                        };
+                        match &result {
+                            Ok(()) => sink.reachable(true, ""),
+                            Err(e) if e.disposition() == Disposition::Retry => {
+                                sink.reachable(false, &e.to_string())
+                            }
+                            Err(_) => {}
                         }
+                        result
                     }));
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
@@ -117,6 +159,26 @@ impl Sink for KafkaSink {
                 }
                 Err((error, _)) => return Err(classify(error)),
             }
+        }
+    }
+
+    async fn prepare(&self) -> Result<(), DeliveryError> {
+        let producer = self.producer.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(None, Duration::from_secs(5)).map(|_| ())
+        })
+        .await;
+        match metadata {
+            Ok(Ok(())) => {
+                self.reachable(true, "");
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                let error = format!("cannot reach the Kafka brokers: {error}");
+                self.reachable(false, &error);
+                Err(DeliveryError::Disconnected(error))
+            }
+            Err(error) => Err(DeliveryError::Disconnected(error.to_string())),
         }
     }
 

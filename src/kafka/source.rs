@@ -68,9 +68,18 @@ impl Watermarks {
 
 struct Context {
     watermarks: Arc<Watermarks>,
+    logging: super::Logging,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        self.logging.log(level, facility, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.logging.error(error, reason);
+    }
+}
 
 impl ConsumerContext for Context {
     fn pre_rebalance(
@@ -191,7 +200,10 @@ impl KafkaSource {
             ],
         );
         let consumer: Client = config
-            .create_with_context(Context { watermarks })
+            .create_with_context(Context {
+                watermarks,
+                logging: super::Logging::new(format!("{} source", self.bridge)),
+            })
             .map_err(|e| format!("invalid Kafka consumer settings: {e}"))?;
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| format!("cannot subscribe to {topics:?}: {e}"))?;

@@ -1,7 +1,6 @@
 //! Creating the topics listed under a Kafka connection's `declare:`.
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::KafkaConnection;
@@ -12,10 +11,10 @@ pub async fn declare(connection: &KafkaConnection, declare: &DeclareFile) -> Res
     if declare.topics.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> =
-        super::client_config(connection, &[])
-            .create()
-            .map_err(|e| format!("invalid Kafka admin settings: {e}"))?;
+    let logging = super::Logging::new(format!("{} admin", connection.name));
+    let admin: AdminClient<super::Logging> = super::client_config(connection, &[])
+        .create_with_context(logging)
+        .map_err(|e| format!("invalid Kafka admin settings: {e}"))?;
     let topics: Vec<NewTopic<'_>> = declare
         .topics
         .iter()
