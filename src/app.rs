@@ -62,12 +62,16 @@ pub async fn run(model: Model) -> anyhow::Result<()> {
             for done in waits {
                 tokio::select! {
                     _ = done.cancelled() => {}
-                    _ = shutdown.cancelled() => return None,
+                    _ = shutdown.cancelled() => return false,
                 }
             }
             tracing::info!(bridge = %name, "Bridge started");
             let result = runner.run(shutdown, deadline).await;
-            Some((name, result))
+            if let Err(error) = &result {
+                // The one log line for a bridge that had to stop; the others keep running.
+                tracing::error!(bridge = %name, %error, "Bridge stopped");
+            }
+            result.is_err()
         }));
     }
     health.ready("telemetry");
@@ -77,9 +81,12 @@ pub async fn run(model: Model) -> anyhow::Result<()> {
     shutdown.cancel();
     let mut failed = 0;
     for task in tasks {
-        if let Ok(Some((name, Err(error)))) = task.await {
-            tracing::error!(bridge = %name, %error, "Bridge ended with an error");
-            failed += 1;
+        match task.await {
+            Ok(stopped) => failed += usize::from(stopped),
+            Err(error) => {
+                tracing::error!(%error, "A bridge task panicked");
+                failed += 1;
+            }
         }
     }
     let _ = telemetry.await;

@@ -178,7 +178,11 @@ impl Shared {
                 return;
             }
         };
-        let emitted = self.sink.emit(work.envelope(), &route).await;
+        // A sink can wait long for a broker (credit, a reconnect): never past a shutdown.
+        let emitted = tokio::select! {
+            emitted = self.sink.emit(work.envelope(), &route) => emitted,
+            _ = self.stop.cancelled() => return self.release(work).await,
+        };
         tokio::spawn(async move { self.complete(work, route, emitted).await });
     }
 
@@ -280,7 +284,11 @@ impl Shared {
                         }
                     }
                     Err(error) => {
-                        tracing::error!(bridge = %self.name, %error, "Dead-letter sink refused the message; falling back to the source broker");
+                        if let Some(suppressed) = self.failures.allow() {
+                            tracing::error!(bridge = %self.name, %error, suppressed,
+                                "Dead-letter sink refused the message; handing it back to the \
+                                 source broker");
+                        }
                         break;
                     }
                 }
@@ -292,7 +300,7 @@ impl Shared {
                 self.finish(&work.started);
             }
             Err(error) => {
-                tracing::error!(bridge = %self.name, %error, "Bridge stopped");
+                // Logged once, by the application, when the bridge's task ends.
                 if let Ok(mut fatal) = self.fatal.lock() {
                     fatal.get_or_insert(error);
                 }

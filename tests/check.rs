@@ -136,3 +136,57 @@ fn durations_need_a_unit() {
         "{stderr}"
     );
 }
+
+#[test]
+fn settings_that_would_break_delivery_or_never_work_are_refused() {
+    let path = write(
+        "unsafe.yaml",
+        "\
+connections:
+  k:
+    protocol: kafka
+    brokers: 127.0.0.1:9092
+    options: { enable.auto.offset.store: \"true\" }
+  r: { protocol: amqp091, url: \"amqp://h:5672\" }
+bridges:
+  - name: a
+    source: { connection: k, topics: [t], group: g }
+    sink: { connection: k, topic: \"no/slashes\" }
+    retry: { initial_backoff: 0ms }
+",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let file = path.display();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "{file}:5:42: connections.k.options.enable.auto.offset.store: portico sets \
+             `enable.auto.offset.store` itself (for at-least-once delivery); remove it"
+        )
+    );
+    assert!(
+        lines[2].contains("bridges[0].retry.initial_backoff: must be at least 1ms"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains("bridges[0].sink.topic: invalid Kafka topic \"no/slashes\""),
+        "{stderr}"
+    );
+
+    // A misspelt `default` is an error, not a silently missing fallback.
+    let path = write(
+        "typo.yaml",
+        "connections:\n  k: { protocol: kafka, brokers: \"h:9092\" }\nbridges:\n  - name: b\n    \
+         source: { connection: k, topics: [t], group: g }\n    \
+         sink: { connection: k, topic: { template: \"{header.t}\", defualt: x } }\n",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("bridges[0].sink.topic: a template string, or { template:"),
+        "{stderr}"
+    );
+}

@@ -427,6 +427,17 @@ mod tests {
     }
 
     #[test]
+    fn a_long_content_type_comes_back_as_the_property() {
+        let mut env = Envelope::default();
+        let long = format!("application/{}", "x".repeat(300));
+        env.properties.content_type = Some(long.clone());
+        let out = encode(&env, Persistence::Source, "guest").expect("encodes");
+        let back = decode(Vec::new(), &out, facts());
+        assert_eq!(back.properties.content_type, Some(long));
+        assert!(back.headers.is_empty(), "{:?}", back.headers);
+    }
+
+    #[test]
     fn long_ids_move_to_headers_instead_of_being_truncated() {
         let mut env = Envelope::default();
         env.properties.message_id = Some(MessageId::String("m".repeat(300)));

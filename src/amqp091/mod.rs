@@ -17,11 +17,18 @@ use lapin::{Connection, ConnectionProperties};
 
 use crate::config::{SecretUrl, secret::redact};
 
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Opens a connection named after its role, so the broker's management UI tells them apart.
 async fn connect(url: &SecretUrl, role: &str) -> Result<Connection, String> {
     let properties =
         ConnectionProperties::default().with_connection_name(format!("portico {role}").into());
-    Connection::connect(url.expose(), properties).await.map_err(|e| redact(&e.to_string()))
+    // A broker that accepts TCP but never answers must not hold a bridge forever.
+    let connecting = Connection::connect(url.expose(), properties);
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(connected) => connected.map_err(|e| redact(&e.to_string())),
+        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+    }
 }
 
 /// The user name in an AMQP URL (`guest` when none is given, as the client assumes).

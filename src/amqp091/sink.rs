@@ -2,9 +2,11 @@
 
 use async_trait::async_trait;
 use lapin::Confirmation;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
 use lapin::types::ShortString;
 use lapin::{Channel, Connection};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
@@ -23,6 +25,8 @@ pub struct Amqp091Sink {
     /// The open connection and its confirm-mode channel. Held while a publish is written
     /// (not while its confirm is awaited) and while reconnecting.
     session: Mutex<Option<(Connection, Channel)>>,
+    /// Exchanges seen to exist (see `check_exchange`).
+    known_exchanges: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Amqp091Sink {
@@ -33,7 +37,53 @@ impl Amqp091Sink {
         health: Arc<Health>,
     ) -> Amqp091Sink {
         let user = super::user_of(&url);
-        Amqp091Sink { role, url, user, persistence, health, session: Mutex::new(None) }
+        Amqp091Sink {
+            role,
+            url,
+            user,
+            persistence,
+            health,
+            session: Mutex::new(None),
+            known_exchanges: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Fails when `exchange` does not exist. Publishing to a missing exchange closes the
+    /// channel, failing every confirm pending on it; asking first (once per exchange, on a
+    /// channel of its own) keeps one bad route from taking other messages down with it.
+    async fn check_exchange(
+        &self,
+        session: &Option<(Connection, Channel)>,
+        exchange: &str,
+    ) -> Result<(), DeliveryError> {
+        let known = self.known_exchanges.lock().map(|k| k.contains(exchange)).unwrap_or(false);
+        let Some((connection, _)) = session.as_ref().filter(|_| !exchange.is_empty() && !known)
+        else {
+            return Ok(());
+        };
+        let probe = connection.create_channel().await.map_err(|e| {
+            DeliveryError::Disconnected(format!(
+                "cannot open a channel: {}",
+                redact(&e.to_string())
+            ))
+        })?;
+        let options = ExchangeDeclareOptions { passive: true, ..ExchangeDeclareOptions::default() };
+        let name = ShortString::try_new(exchange)
+            .map_err(|_| DeliveryError::Encode("exchange name over 255 bytes".into()))?;
+        let kind = lapin::ExchangeKind::Direct;
+        match probe.exchange_declare(name, kind, options, FieldTable::default()).await {
+            Ok(()) => {
+                let _ = probe.close(200, "checked".into()).await;
+                if let Ok(mut known) = self.known_exchanges.lock() {
+                    known.insert(exchange.to_owned());
+                }
+                Ok(())
+            }
+            Err(e) if e.to_string().contains("NOT_FOUND") => Err(DeliveryError::Refused(format!(
+                "exchange {exchange:?} does not exist; declare it (connections.*.declare) first"
+            ))),
+            Err(e) => Err(DeliveryError::Disconnected(redact(&e.to_string()))),
+        }
     }
 
     /// The open confirm-mode channel, reconnecting when it is gone. The caller holds the
@@ -87,6 +137,7 @@ impl Sink for Amqp091Sink {
         // the bridge's next message) could swap numbers and confirm the wrong message.
         let mut session = self.session.lock().await;
         let channel = self.channel(&mut session).await?;
+        self.check_exchange(&session, exchange).await?;
         // Both were checked to fit a short string when the route was resolved.
         let (exchange, routing_key) = match (
             ShortString::try_new(exchange.as_str()),
@@ -119,7 +170,10 @@ impl Sink for Amqp091Sink {
                 Ok(Confirmation::NotRequested) => {
                     Err(DeliveryError::Transient("the channel was not in confirm mode".into()))
                 }
-                Err(e) => Err(classify(&e.to_string())),
+                // The channel closed under this publish, perhaps for another message's fault
+                // (every pending confirm fails with the same error): retry; a new channel
+                // tells whose fault it was.
+                Err(e) => Err(DeliveryError::Disconnected(redact(&e.to_string()))),
             }
         }))
     }

@@ -25,7 +25,7 @@ use fe2o3_amqp::types::primitives::{
 };
 use serde_json::Value as Json;
 
-use crate::pipeline::{BodyKind, Envelope, MessageId, Origin, Properties, Value};
+use crate::pipeline::{BodyKind, Envelope, MessageId, Origin, Properties, Value, carry};
 
 /// The annotation holding the types of application properties written as text.
 pub const TYPES_ANNOTATION: &str = "x-opt-portico-types";
@@ -96,7 +96,9 @@ pub fn decode(message: AmqpMessage, address: &str) -> Envelope {
                 Some(Json::String(original)) => original.clone(),
                 _ => name,
             };
-            envelope.headers.push((name, value));
+            if !(name.starts_with("amqp.") && carry::absorb(&mut envelope, &name, &value)) {
+                envelope.headers.push((name, value));
+            }
         }
     }
     let (body, kind) = decode_body(message.body);
@@ -215,6 +217,23 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str) -> AmqpMessage {
             }
         };
     }
+    // 0-9-1 properties with no 1.0 field travel as application properties, restored later.
+    let subject_from_type = target.jms && p.subject.is_none();
+    let carried = [
+        ("amqp.app-id", p.app_id.as_ref()),
+        ("amqp.type", p.message_type.as_ref().filter(|_| !subject_from_type)),
+        ("amqp.cluster-id", p.cluster_id.as_ref()),
+    ];
+    for (name, value) in carried {
+        if let Some(value) = value {
+            let key =
+                if target.jms { jms_name(name, |n| app.contains_key(n)) } else { name.into() };
+            if key != name {
+                renamed.insert(key.clone(), Json::String(name.to_owned()));
+            }
+            app.insert(key, SimpleValue::String(value.clone()));
+        }
+    }
     add_origin(&mut annotations, envelope);
     for (annotation, map) in [(TYPES_ANNOTATION, types), (NAMES_ANNOTATION, renamed)] {
         if !map.is_empty() {
@@ -274,7 +293,7 @@ fn encode_properties(p: &Properties, target: Target, to: &str) -> AmqpProperties
             .map(|c| Symbol::from(c.as_str())),
         absolute_expiry_time: p.absolute_expiry_ms.map(Timestamp::from_milliseconds),
         creation_time: p.creation_time_ms.map(Timestamp::from_milliseconds),
-        group_id: p.group_id.clone().or_else(|| p.app_id.clone().filter(|_| !target.jms)),
+        group_id: p.group_id.clone(),
         group_sequence: p.group_sequence,
         reply_to_group_id: p.reply_to_group_id.clone(),
     }

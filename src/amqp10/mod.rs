@@ -54,6 +54,8 @@ fn percent(name: &str) -> String {
     url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>().replace('+', "%20")
 }
 
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// An open connection and one session on it.
 pub struct Link {
     pub connection: ConnectionHandle<()>,
@@ -79,7 +81,11 @@ pub async fn open(connection: &Amqp10Connection, container_id: &str) -> Result<L
     if url.username().is_empty() {
         builder = builder.sasl_profile(SaslProfile::Anonymous);
     }
-    let mut handle = builder.open(url).await.map_err(|e| redact(&e.to_string()))?;
+    // A peer that accepts TCP but never answers must not hold a bridge forever.
+    let mut handle = match tokio::time::timeout(CONNECT_TIMEOUT, builder.open(url)).await {
+        Ok(opened) => opened.map_err(|e| redact(&e.to_string()))?,
+        Err(_) => return Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+    };
     match Session::begin(&mut handle).await {
         Ok(session) => Ok(Link { connection: handle, session }),
         Err(e) => {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fe2o3_amqp::Sender;
-use fe2o3_amqp::link::SendError;
 use fe2o3_amqp::link::delivery::Sendable;
+use fe2o3_amqp::link::{SendError, SenderAttachError};
 use fe2o3_amqp::types::messaging::{Outcome, Target as Terminus, TerminusDurability};
 use fe2o3_amqp::types::primitives::Symbol;
 use tokio::sync::Mutex;
@@ -75,7 +75,18 @@ async fn attach(
         .attach(&mut state.link.session)
         .await
         .map_err(|e| {
-            DeliveryError::Refused(format!("cannot attach a sender to {address:?}: {e}"))
+            let error = format!("cannot attach a sender to {address:?}: {e}");
+            // Only the peer's verdict on the address is permanent; a connection or session
+            // lost during the attach is retried on a new one.
+            let permanent = ["NotFound", "not-found", "UnauthorizedAccess", "NotAllowed"]
+                .iter()
+                .any(|p| error.contains(p))
+                || matches!(e, SenderAttachError::IncomingTargetIsNone);
+            if permanent {
+                DeliveryError::Refused(error)
+            } else {
+                DeliveryError::Disconnected(error)
+            }
         })?;
     state.senders.insert(address.to_owned(), sender);
     Ok(())
@@ -110,7 +121,12 @@ impl Sink for Amqp10Sink {
             return Err(DeliveryError::Disconnected("no connection".into()));
         };
         let durable = super::durable_node(flavor, *node);
-        attach(state, &self.role, &address, capability, durable).await?;
+        if let Err(error) = attach(state, &self.role, &address, capability, durable).await {
+            if let (DeliveryError::Disconnected(_), Some(old)) = (&error, guard.take()) {
+                old.link.close().await;
+            }
+            return Err(error);
+        }
         let Some(sender) = state.senders.get_mut(&address) else {
             return Err(DeliveryError::Disconnected("sender link vanished".into()));
         };

@@ -7,8 +7,9 @@ use super::file::{BridgeFile, File, SetFile, TemplateFile};
 use super::load::Problem;
 use super::model::{BridgeModel, ConnectionModel, Model, RetryModel, SourceModel};
 use super::position::Positions;
+use crate::pipeline::route::FilterMissing;
 use crate::pipeline::rules::Field;
-use crate::pipeline::{Rules, Template};
+use crate::pipeline::{RouteTemplate, Rules, Template};
 
 pub(super) struct Checker {
     pub(super) positions: Positions,
@@ -76,6 +77,9 @@ impl Checker {
     ) -> Option<BridgeModel> {
         let source = self.source(&format!("{path}.source"), bridge.source, connections);
         let sink = self.sink(&format!("{path}.sink"), bridge.sink, connections);
+        if let Some(sink) = &sink {
+            self.static_route(&format!("{path}.sink"), sink.route());
+        }
         let dead_letter =
             bridge.dead_letter.map(|dl| self.sink(&format!("{path}.dead_letter"), dl, connections));
         let retry = RetryModel {
@@ -83,6 +87,12 @@ impl Checker {
             max_backoff: bridge.retry.max_backoff.0,
             multiplier: bridge.retry.multiplier,
         };
+        if retry.initial_backoff < std::time::Duration::from_millis(1) {
+            self.problem(format!("{path}.retry.initial_backoff"), "must be at least 1ms");
+        }
+        if retry.max_backoff < retry.initial_backoff {
+            self.problem(format!("{path}.retry.max_backoff"), "must not be below initial_backoff");
+        }
         if !(1.0..=10.0).contains(&retry.multiplier) {
             self.problem(format!("{path}.retry.multiplier"), "must be between 1.0 and 10.0");
         }
@@ -94,8 +104,8 @@ impl Checker {
             SourceModel::Amqp10 { credit, .. } => usize::try_from(*credit).unwrap_or(1024).max(1),
         };
         let max_in_flight = bridge.max_in_flight.unwrap_or(default_in_flight);
-        if max_in_flight == 0 {
-            self.problem(format!("{path}.max_in_flight"), "must be at least 1");
+        if !(1..=65_535).contains(&max_in_flight) {
+            self.problem(format!("{path}.max_in_flight"), "must be between 1 and 65535");
         }
         Some(BridgeModel {
             name: bridge.name,
@@ -149,9 +159,30 @@ impl Checker {
         rules
     }
 
+    /// A route without variables is the same for every message: check it now rather than
+    /// dead-letter every message later.
+    fn static_route(&mut self, path: &str, route: &RouteTemplate) {
+        let fields: Vec<(&str, &Template)> = match route {
+            RouteTemplate::Amqp091 { exchange, routing_key } => {
+                vec![("exchange", exchange), ("routing_key", routing_key)]
+            }
+            RouteTemplate::Kafka { topic, .. } => vec![("topic", topic)],
+            RouteTemplate::Amqp10 { .. } => return,
+        };
+        if fields.iter().all(|(_, t)| t.is_static()) {
+            // A variable elsewhere in the route (the Kafka key) is missing here; that is
+            // for run time to judge.
+            let resolved = route.resolve(&crate::pipeline::Envelope::default());
+            if let Err(error) = resolved.filter_missing() {
+                let field = fields.iter().find(|(_, t)| t.is_static()).map_or("", |(f, _)| f);
+                self.problem(format!("{path}.{field}"), error.to_string());
+            }
+        }
+    }
+
     pub(super) fn template(&mut self, path: &str, field: &TemplateFile) -> Option<Template> {
         let (source, default) = field.parts();
-        let at = if matches!(field, TemplateFile::WithDefault { .. }) {
+        let at = if matches!(field, TemplateFile::WithDefault(_)) {
             format!("{path}.template")
         } else {
             path.to_owned()

@@ -12,6 +12,16 @@ use super::model::{
 };
 use crate::pipeline::{Node, RouteTemplate, Template};
 
+/// librdkafka settings that at-least-once delivery depends on, which `options` may not change.
+const GUARANTEED: &[&str] = &[
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "group.id",
+];
+
 /// Default prefetch: deep enough to keep a confirm pipeline busy, small enough that a
 /// restart redelivers little.
 const DEFAULT_PREFETCH: u16 = 256;
@@ -78,6 +88,19 @@ impl Checker {
                 let queues =
                     !model.declare.queues.is_empty() || !model.declare.exchanges.is_empty();
                 self.forbid(path, "declare.queues", queues, "kafka", "declare.topics");
+                for key in conn.options.keys().filter(|k| GUARANTEED.contains(&k.as_str())) {
+                    let message = format!(
+                        "portico sets `{key}` itself (for at-least-once delivery); remove it"
+                    );
+                    self.problem(format!("{path}.options.{key}"), message);
+                }
+                for topic in &model.declare.topics {
+                    if topic.partitions < 1 && topic.partitions != -1 {
+                        let message =
+                            "partitions must be at least 1 (or -1 for the broker default)";
+                        self.problem(format!("{path}.declare.topics"), message);
+                    }
+                }
                 match conn.brokers.filter(|b| !b.trim().is_empty()) {
                     Some(brokers) => {
                         model.kafka = Some(KafkaConnection {

@@ -196,17 +196,24 @@ pub struct SinkFile {
 
 /// A template, either as a plain string or with a default for values missing at run time.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a template string, or { template: \"...\", default: \"...\" }")]
 pub enum TemplateFile {
     Plain(String),
-    WithDefault { template: String, default: Option<String> },
+    WithDefault(TemplateWithDefault),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateWithDefault {
+    pub template: String,
+    pub default: Option<String>,
 }
 
 impl TemplateFile {
     pub fn parts(&self) -> (&str, Option<&str>) {
         match self {
             TemplateFile::Plain(t) => (t, None),
-            TemplateFile::WithDefault { template, default } => (template, default.as_deref()),
+            TemplateFile::WithDefault(w) => (&w.template, w.default.as_deref()),
         }
     }
 }

@@ -144,24 +144,6 @@ impl SinkModel {
             | SinkModel::Amqp10 { route, .. } => route,
         }
     }
-
-    pub fn protocol(&self) -> &'static str {
-        match self {
-            SinkModel::Amqp091 { .. } => "amqp091",
-            SinkModel::Kafka { .. } => "kafka",
-            SinkModel::Amqp10 { .. } => "amqp10",
-        }
-    }
-}
-
-impl SourceModel {
-    pub fn protocol(&self) -> &'static str {
-        match self {
-            SourceModel::Amqp091 { .. } => "amqp091",
-            SourceModel::Kafka { .. } => "kafka",
-            SourceModel::Amqp10 { .. } => "amqp10",
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -164,21 +164,22 @@ impl Source for KafkaSource {
         drop(tx);
         drained.cancelled().await;
         // Commit what was stored since the last automatic commit before leaving the group.
-        let final_commit = {
-            let consumer = consumer.clone();
-            tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
-        };
+        // The commit blocks, and so does dropping the consumer (it leaves the group): both
+        // off the async workers.
+        let final_commit = tokio::task::spawn_blocking(move || {
+            let committed = consumer.commit_consumer_state(CommitMode::Sync);
+            drop(consumer);
+            committed
+        });
         match final_commit.await {
             Ok(Ok(()))
             | Ok(Err(rdkafka::error::KafkaError::ConsumerCommit(
                 rdkafka::types::RDKafkaErrorCode::NoOffset,
             ))) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(bridge = %self.bridge, %error, "Final Kafka offset commit failed; uncommitted records will be read again")
-            }
-            Err(error) => {
-                tracing::warn!(bridge = %self.bridge, %error, "Final Kafka offset commit did not run")
-            }
+            Ok(Err(error)) => tracing::warn!(bridge = %self.bridge, %error,
+                "Final Kafka offset commit failed; uncommitted records will be read again"),
+            Err(error) => tracing::warn!(bridge = %self.bridge, %error,
+                "Final Kafka offset commit did not run"),
         }
     }
 }

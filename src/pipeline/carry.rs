@@ -18,8 +18,8 @@ pub fn absorb(envelope: &mut Envelope, name: &str, value: &Value) -> bool {
     let text = || value.to_template_text();
     let number = || text().and_then(|t| t.parse::<i64>().ok());
     match name {
-        "content-type" => p.content_type = text(),
-        "content-encoding" => p.content_encoding = text(),
+        "content-type" | "amqp.content-type" => p.content_type = text(),
+        "content-encoding" | "amqp.content-encoding" => p.content_encoding = text(),
         "amqp.message-id" => p.message_id = id(value),
         "amqp.correlation-id" => p.correlation_id = id(value),
         "amqp.reply-to" => p.reply_to = text(),

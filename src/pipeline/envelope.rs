@@ -189,12 +189,6 @@ impl Envelope {
     pub fn header(&self, name: &str) -> Option<&Value> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
-
-    /// Removes and returns the first header with this name.
-    pub fn take_header(&mut self, name: &str) -> Option<Value> {
-        let at = self.headers.iter().position(|(n, _)| n == name)?;
-        Some(self.headers.remove(at).1)
-    }
 }
 
 #[cfg(test)]

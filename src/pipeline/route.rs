@@ -72,6 +72,20 @@ impl TranslateError {
     }
 }
 
+/// Drops the errors that only say a template value is missing.
+pub trait FilterMissing {
+    fn filter_missing(self) -> Result<(), TranslateError>;
+}
+
+impl FilterMissing for Result<Route, TranslateError> {
+    fn filter_missing(self) -> Result<(), TranslateError> {
+        match self {
+            Ok(_) | Err(TranslateError::Missing(_)) => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
+}
+
 impl RouteTemplate {
     /// Renders the destination of `envelope`.
     pub fn resolve(&self, envelope: &Envelope) -> Result<Route, TranslateError> {
