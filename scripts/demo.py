@@ -10,6 +10,7 @@ earlier runs are recognised and skipped.
 
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -230,7 +231,7 @@ def consume_events():
 
 def main():
     print(f"portico demo (run {RUN})")
-    print(f"  RabbitMQ  {RABBIT_URL}")
+    print(f"  RabbitMQ  {re.sub(r':[^:@/]*@', ':***@', RABBIT_URL)}")
     print(f"  Kafka     {KAFKA_BROKERS}")
     try:
         heading("RabbitMQ -> Kafka")

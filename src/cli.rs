@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(
     name = "portico",
     version,
-    about = "Bridges messages between AMQP 0-9-1 and Kafka without losing a field"
+    about = "Bridges messages between AMQP 0-9-1, AMQP 1.0 and Kafka without losing a field"
 )]
 pub struct Cli {
     /// Log format.

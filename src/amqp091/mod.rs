@@ -26,8 +26,8 @@ async fn connect(url: &SecretUrl, role: &str) -> Result<Connection, String> {
     // A broker that accepts TCP but never answers must not hold a bridge forever.
     let connecting = Connection::connect(url.expose(), properties);
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-        Ok(connected) => connected.map_err(|e| redact(&e.to_string())),
-        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+        Ok(connected) => connected.map_err(|e| redact(&format!("{url}: {e}"))),
+        Err(_) => Err(format!("{url}: no answer within {CONNECT_TIMEOUT:?}")),
     }
 }
 

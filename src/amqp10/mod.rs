@@ -83,8 +83,8 @@ pub async fn open(connection: &Amqp10Connection, container_id: &str) -> Result<L
     }
     // A peer that accepts TCP but never answers must not hold a bridge forever.
     let mut handle = match tokio::time::timeout(CONNECT_TIMEOUT, builder.open(url)).await {
-        Ok(opened) => opened.map_err(|e| redact(&e.to_string()))?,
-        Err(_) => return Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+        Ok(opened) => opened.map_err(|e| redact(&format!("{}: {e}", connection.url)))?,
+        Err(_) => return Err(format!("{}: no answer within {CONNECT_TIMEOUT:?}", connection.url)),
     };
     match Session::begin(&mut handle).await {
         Ok(session) => Ok(Link { connection: handle, session }),

@@ -76,7 +76,13 @@ pub fn load_str(
         )
     })?;
     let parsed = parse(&text).map_err(|p| fail(vec![p]))?;
-    let mut checker = Checker { positions: Positions::index(&text), problems: Vec::new() };
+    let positions = Positions::index(&text);
+    let mut problems = Vec::new();
+    for (path, at) in positions.duplicates() {
+        let message = "written twice; the second would silently replace the first".to_owned();
+        problems.push(Problem { line: at.line, column: at.column, path: path.clone(), message });
+    }
+    let mut checker = Checker { positions, problems };
     let model = checker.model(parsed);
     if checker.problems.is_empty() {
         Ok(model)

@@ -14,9 +14,10 @@ pub struct Position {
     pub column: usize,
 }
 
-/// Path → position of every node in the document.
+/// Path → position of every node in the document, and the keys written twice in a mapping
+/// (YAML parsers keep the last silently; a repeated connection name is a mistake).
 #[derive(Debug, Default)]
-pub struct Positions(HashMap<String, Position>);
+pub struct Positions(HashMap<String, Position>, Vec<(String, Position)>);
 
 impl Positions {
     /// Indexes `text`. A document the YAML parser refuses yields an empty index; the
@@ -27,7 +28,12 @@ impl Positions {
         if parser.load(&mut indexer, false).is_err() {
             return Positions::default();
         }
-        Positions(indexer.found)
+        Positions(indexer.found, indexer.duplicates)
+    }
+
+    /// Keys that appear twice in one mapping: their path and the second position.
+    pub fn duplicates(&self) -> &[(String, Position)] {
+        &self.1
     }
 
     /// The position of `path`, or of its nearest indexed parent.
@@ -54,6 +60,7 @@ enum Frame {
 struct Indexer {
     stack: Vec<Frame>,
     found: HashMap<String, Position>,
+    duplicates: Vec<(String, Position)>,
 }
 
 impl Indexer {
@@ -84,8 +91,22 @@ impl MarkedEventReceiver for Indexer {
         let position = Position { line: mark.line(), column: mark.col() + 1 };
         match event {
             Event::Scalar(value, ..) => {
-                if let Some(path) = self.node_path(Some(&value)) {
-                    self.found.insert(path, position);
+                let key_of = match self.stack.last() {
+                    Some(Frame::Mapping { path, key: None }) if path.is_empty() => {
+                        Some(value.clone())
+                    }
+                    Some(Frame::Mapping { path, key: None }) => Some(format!("{path}.{value}")),
+                    _ => None,
+                };
+                match self.node_path(Some(&value)) {
+                    Some(path) => {
+                        self.found.insert(path, position);
+                    }
+                    None => {
+                        if let Some(key) = key_of.filter(|k| self.found.contains_key(k)) {
+                            self.duplicates.push((key, position));
+                        }
+                    }
                 }
             }
             Event::MappingStart(..) => {
@@ -112,6 +133,12 @@ impl MarkedEventReceiver for Indexer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_keys_written_twice() {
+        let positions = Positions::index("a:\n  x: 1\n  x: 2\nb: 3\n");
+        assert_eq!(positions.duplicates(), [("a.x".to_owned(), Position { line: 3, column: 3 })]);
+    }
 
     #[test]
     fn indexes_nested_mappings_and_sequences() {

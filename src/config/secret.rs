@@ -24,8 +24,33 @@ impl SecretUrl {
     }
 }
 
-/// Replaces the password of every `scheme://user:password@host` in `text` with `***`.
+/// Replaces the password of every `scheme://user:password@host` in `text` with `***`, and
+/// of anything shaped like `user:password@host` even when the URL around it is malformed.
 pub fn redact(text: &str) -> String {
+    mask_userinfo(&redact_urls(text))
+}
+
+/// Masks `:secret@` inside any whitespace-separated word that still holds one.
+fn mask_userinfo(text: &str) -> String {
+    text.split_inclusive(char::is_whitespace)
+        .map(|word| match (word.rfind('@'), word.find(':')) {
+            (Some(at), Some(_)) => {
+                let head = &word[..at];
+                match head.rfind(':') {
+                    Some(colon)
+                        if &head[colon + 1..] != "***" && !head[colon + 1..].contains('/') =>
+                    {
+                        format!("{}:***{}", &head[..colon], &word[at..])
+                    }
+                    _ => word.to_owned(),
+                }
+            }
+            _ => word.to_owned(),
+        })
+        .collect()
+}
+
+fn redact_urls(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(scheme_end) = rest.find("://") {
@@ -68,6 +93,17 @@ impl<'de> Deserialize<'de> for SecretUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_malformed_urls_are_redacted_too() {
+        assert_eq!(
+            redact("amqp:/bob:s3cret@127.0.0.1:5673 is bad"),
+            "amqp:/bob:***@127.0.0.1:5673 is bad"
+        );
+        assert_eq!(redact("bob:pw@host"), "bob:***@host");
+        assert_eq!(redact("amqp//bob:pw@h/v"), "amqp//bob:***@h/v");
+        assert_eq!(redact("no secrets: here"), "no secrets: here");
+    }
 
     #[test]
     fn passwords_are_redacted_everywhere() {
