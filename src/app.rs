@@ -142,7 +142,8 @@ fn declare_all(
                     Err(error) => {
                         health.waiting(&part, error.clone());
                         let delay = backoff.next_delay();
-                        tracing::warn!(connection = %name, %error, retry_in = ?delay, "Cannot declare topology yet");
+                        tracing::warn!(connection = %name, %error, retry_in = ?delay,
+                            "Cannot declare topology yet");
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
                             _ = tokio::time::sleep(delay) => {}

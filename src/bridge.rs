@@ -79,7 +79,8 @@ impl Bridge {
         for sink in std::iter::once(&self.sink).chain(self.dead_letter.as_ref().map(|dl| &dl.sink))
         {
             if let Err(error) = sink.prepare().await {
-                tracing::warn!(bridge = %self.name, %error, "Sink not reachable yet; retrying with the first message");
+                tracing::warn!(bridge = %self.name, %error,
+                    "Sink not reachable yet; retrying with the first message");
             }
         }
         let source = tokio::spawn(self.source.run(tx, stop.clone(), drained.clone()));
@@ -130,7 +131,9 @@ impl Bridge {
         }
         let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
         if tokio::time::timeout(deadline, permits.acquire_many(all)).await.is_err() {
-            tracing::warn!(bridge = %self.name, "In-flight messages did not settle before the shutdown deadline; they will be delivered again");
+            tracing::warn!(bridge = %self.name,
+                "In-flight messages did not settle before the shutdown \
+                 deadline; they will be delivered again");
         }
         drained.cancel();
         let _ = source.await;
@@ -217,7 +220,8 @@ impl Shared {
             self.metrics.retries.inc();
             let delay = backoff.next_delay();
             if let Some(suppressed) = self.failures.allow() {
-                tracing::warn!(bridge = %self.name, %error, attempt = work.attempts, retry_in = ?delay, suppressed,
+                tracing::warn!(bridge = %self.name, %error, attempt = work.attempts,
+                    retry_in = ?delay, suppressed,
                     "Delivery failed; retrying without settling the source");
             }
             if !self.wait(delay).await {
@@ -257,8 +261,9 @@ impl Shared {
     /// Hands a failed message to the dead-letter sink, or to the source's own mechanism.
     async fn dead_letter(&self, work: Work, failure: Failure) {
         if let Some(suppressed) = self.failures.allow() {
-            tracing::warn!(bridge = %self.name, reason = failure.reason, stage = failure.stage.name(),
-                error = %failure.error, source = %work.received.envelope.origin.coordinates(), suppressed,
+            let source = work.received.envelope.origin.coordinates();
+            tracing::warn!(bridge = %self.name, reason = failure.reason,
+                stage = failure.stage.name(), error = %failure.error, %source, suppressed,
                 "Message cannot be delivered; dead-lettering it");
         }
         if let Some(dl) = &self.dead_letter {
@@ -277,7 +282,8 @@ impl Shared {
                     Err(error) if error.disposition() == Disposition::Retry => {
                         self.metrics.retries.inc();
                         if let Some(suppressed) = self.failures.allow() {
-                            tracing::warn!(bridge = %self.name, %error, suppressed, "Dead-letter sink failed; retrying");
+                            tracing::warn!(bridge = %self.name, %error, suppressed,
+                                "Dead-letter sink failed; retrying");
                         }
                         if !self.wait(backoff.next_delay()).await {
                             return self.release(work).await;

@@ -6,8 +6,8 @@
 //! - [`pipeline`]: the protocol-neutral [`pipeline::Envelope`], typed header values,
 //!   routing templates and routes.
 //! - [`connector`]: the `Source` and `Sink` seams every protocol implements.
-//! - [`amqp091`], [`amqp10`], [`kafka`]: one folder per protocol, each with `codec` (broker message ⇄
-//!   envelope), `source`, `sink` and `topology`.
+//! - [`amqp091`], [`amqp10`], [`kafka`]: one folder per protocol, each with `codec`
+//!   (broker message ⇄ envelope), `source`, `sink` and `topology`.
 //! - [`bridge`]: receive → translate → emit → settle for one bridge, with retries.
 //! - [`deadletter`]: what a message that cannot be delivered becomes.
 //! - [`telemetry`]: metrics, health, the HTTP endpoint and log rate limits.

@@ -58,7 +58,8 @@ impl Source for Amqp091Source {
                 End::Lost(error) => {
                     self.health.waiting(&part, format!("reconnecting: {error}"));
                     let delay = backoff.next_delay();
-                    tracing::warn!(bridge = %self.bridge, queue = %self.queue, %error, retry_in = ?delay,
+                    tracing::warn!(bridge = %self.bridge, queue = %self.queue, %error,
+                        retry_in = ?delay,
                         "Lost the AMQP 0-9-1 source; unacknowledged messages return to the queue");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -102,7 +103,8 @@ impl Amqp091Source {
         };
         self.health.ready(part);
         backoff.reset();
-        tracing::info!(bridge = %self.bridge, queue = %self.queue, prefetch = self.prefetch, "Consuming AMQP 0-9-1 queue");
+        tracing::info!(bridge = %self.bridge, queue = %self.queue, prefetch = self.prefetch,
+            "Consuming AMQP 0-9-1 queue");
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => return End::Shutdown(Box::new((connection, consumer))),
@@ -122,9 +124,12 @@ impl Amqp091Source {
             };
             let envelope = codec::decode(body, &delivery.properties, facts);
             let received = Received { envelope, settle: Box::new(Amqp091Settle(delivery.acker)) };
-            tokio::select! {
-                _ = shutdown.cancelled() => return End::Shutdown(Box::new((connection, consumer))),
-                sent = tx.send(received) => if sent.is_err() { return End::Shutdown(Box::new((connection, consumer))) },
+            let handed_over = tokio::select! {
+                _ = shutdown.cancelled() => false,
+                sent = tx.send(received) => sent.is_ok(),
+            };
+            if !handed_over {
+                return End::Shutdown(Box::new((connection, consumer)));
             }
         }
     }
@@ -151,7 +156,8 @@ impl Settle for Amqp091Settle {
         match self.0.reject(BasicRejectOptions { requeue: false }).await {
             Ok(_) => Ok(()),
             Err(error) => {
-                tracing::debug!(%error, "Could not reject a delivery whose channel closed; the broker redelivers it");
+                tracing::debug!(%error,
+                    "Could not reject a delivery whose channel closed; the broker redelivers it");
                 Ok(())
             }
         }
@@ -160,7 +166,8 @@ impl Settle for Amqp091Settle {
     async fn release(self: Box<Self>) {
         let options = BasicNackOptions { requeue: true, multiple: false };
         if let Err(error) = self.0.nack(options).await {
-            tracing::debug!(%error, "Could not release a delivery whose channel closed; the broker redelivers it");
+            tracing::debug!(%error,
+                "Could not release a delivery whose channel closed; the broker redelivers it");
         }
     }
 }

@@ -40,7 +40,8 @@ impl Amqp10Sink {
         let container = format!("{}-{}", self.connection.container_id, self.role.replace(' ', "-"));
         match super::open(&self.connection, &container).await {
             Ok(link) => {
-                tracing::info!(sink = %self.role, url = %self.connection.url, "Connected AMQP 1.0 sink");
+                tracing::info!(sink = %self.role, url = %self.connection.url,
+                    "Connected AMQP 1.0 sink");
                 self.health.ready(&self.role);
                 Ok(State { link, senders: HashMap::new() })
             }

@@ -64,7 +64,8 @@ impl Source for Amqp10Source {
                 End::Lost(error) => {
                     self.health.waiting(&part, format!("reconnecting: {error}"));
                     let delay = backoff.next_delay();
-                    tracing::warn!(bridge = %self.bridge, address = %self.name, %error, retry_in = ?delay,
+                    tracing::warn!(bridge = %self.bridge, address = %self.name, %error,
+                        retry_in = ?delay,
                         "Lost the AMQP 1.0 source; unsettled messages return to the broker");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,

@@ -186,7 +186,9 @@ impl Sink for KafkaSink {
         let producer = self.producer.clone();
         let flushed = tokio::task::spawn_blocking(move || producer.flush(deadline)).await;
         if let Ok(Err(error)) = flushed {
-            tracing::warn!(%error, "Kafka producer flush did not finish; unconfirmed records stay unsettled at the source");
+            tracing::warn!(%error,
+                "Kafka producer flush did not finish; unconfirmed \
+                 records stay unsettled at the source");
         }
     }
 }

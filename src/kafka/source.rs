@@ -114,7 +114,8 @@ impl Source for KafkaSource {
             }
         };
         self.health.ready(&part);
-        tracing::info!(bridge = %self.bridge, topics = ?self.topics, group = %self.group, "Consuming Kafka topics");
+        tracing::info!(bridge = %self.bridge, topics = ?self.topics, group = %self.group,
+            "Consuming Kafka topics");
         let errors = RateLimit::new(std::time::Duration::from_secs(10), 3);
         let mut backoff = Backoff::reconnect();
         loop {
@@ -127,7 +128,8 @@ impl Source for KafkaSource {
                 Err(error) => {
                     // librdkafka reconnects by itself; these errors are reports, not failures.
                     if let Some(suppressed) = errors.allow() {
-                        tracing::warn!(bridge = %self.bridge, %error, suppressed, "Kafka consumer reported an error");
+                        tracing::warn!(bridge = %self.bridge, %error, suppressed,
+                            "Kafka consumer reported an error");
                     }
                     self.health.waiting(&part, error.to_string());
                     tokio::select! {
@@ -232,7 +234,8 @@ impl Settle for KafkaSettle {
                 .and_then(|()| self.consumer.store_offsets(&next_read));
             if let Err(error) = stored {
                 // The partition moved to another member; it will re-read from its last commit.
-                tracing::debug!(topic = %self.topic, partition = self.partition, %error, "Could not store a Kafka offset");
+                tracing::debug!(topic = %self.topic, partition = self.partition, %error,
+                    "Could not store a Kafka offset");
             }
         }
     }

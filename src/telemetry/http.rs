@@ -58,7 +58,8 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics, health: &Health) -> st
         _ => ("404 Not Found", "text/plain", "try /metrics, /healthz or /readyz\n".to_owned()),
     };
     let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;
