@@ -98,7 +98,10 @@ impl Bridge {
         });
 
         loop {
+            // `biased`: a stop must win over a ready message, or a bridge that just stopped on
+            // a record it cannot skip would go on to emit the records after it.
             let permit = tokio::select! {
+                biased;
                 _ = stop.cancelled() => break,
                 permit = permits.clone().acquire_owned() => match permit {
                     Ok(permit) => permit,
@@ -106,6 +109,7 @@ impl Bridge {
                 },
             };
             let received = tokio::select! {
+                biased;
                 _ = stop.cancelled() => break,
                 received = rx.recv() => match received {
                     Some(received) => received,
@@ -183,8 +187,9 @@ impl Shared {
         };
         // A sink can wait long for a broker (credit, a reconnect): never past a shutdown.
         let emitted = tokio::select! {
-            emitted = self.sink.emit(work.envelope(), &route) => emitted,
+            biased;
             _ = self.stop.cancelled() => return self.release(work).await,
+            emitted = self.sink.emit(work.envelope(), &route) => emitted,
         };
         tokio::spawn(async move { self.complete(work, route, emitted).await });
     }
