@@ -222,6 +222,8 @@ impl Shared {
                 };
                 return self.dead_letter(work, failure).await;
             }
+            // TODO(#5): transient failures retry until they succeed or the bridge stops; a
+            // per-bridge max_attempts that then dead-letters is not there yet.
             self.metrics.retries.inc();
             let delay = backoff.next_delay();
             if let Some(suppressed) = self.failures.allow() {

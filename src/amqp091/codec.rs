@@ -196,6 +196,8 @@ pub fn encode(
         overflow.push(("amqp.group-sequence", AMQPValue::LongLongInt(i64::from(seq))));
     }
 
+    // TODO(#4): a field table holds a name once; Kafka headers repeated under one name keep
+    // only their last value here instead of travelling as a list with a recorded shape.
     for (name, value) in &envelope.headers {
         headers.insert(header_name(name)?, to_amqp(value)?);
     }

@@ -142,6 +142,8 @@ struct Amqp091Settle(Acker);
 
 #[async_trait]
 impl Settle for Amqp091Settle {
+    // TODO(#6): one basic.ack per message; acking contiguous runs with `multiple` would
+    // spare the broker most of this work.
     async fn accept(self: Box<Self>) {
         // Per message, so debug: the reconnect that explains it is logged once as a warning.
         match self.0.ack(BasicAckOptions::default()).await {

@@ -36,6 +36,9 @@ pub const JMS_MSG_TYPE: &str = "x-opt-jms-msg-type";
 /// Qpid JMS destination type annotation (AMQP byte: 0 queue, 1 topic).
 pub const JMS_DEST: &str = "x-opt-jms-dest";
 
+/// Qpid JMS reply-to type annotation (AMQP byte: 0 queue, 1 topic).
+pub const JMS_REPLY_TO: &str = "x-opt-jms-reply-to";
+
 /// JMS message types, as `x-opt-jms-msg-type` numbers them.
 const JMS_MAP: i8 = 2;
 const JMS_BYTES: i8 = 3;
@@ -182,7 +185,9 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str) -> AmqpMessage {
     let header = Header {
         durable: p.durable.unwrap_or(false),
         priority: p.priority.unwrap_or(4).min(max_priority).into(),
-        ttl: p.ttl_ms.and_then(|t| u32::try_from(t).ok()),
+        // A uint holds about 49 days of milliseconds; a longer TTL is capped there rather
+        // than dropped (which would mean "never expires").
+        ttl: p.ttl_ms.map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
         first_acquirer: false,
         delivery_count: 0,
     };
@@ -253,6 +258,12 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str) -> AmqpMessage {
         annotations.as_inner_mut().entry(key).or_insert(AmqpValueT::Byte(kind));
         if let Some(topic) = target.topic {
             let key = OwnedKey::Symbol(Symbol::from(JMS_DEST));
+            annotations.as_inner_mut().entry(key).or_insert(AmqpValueT::Byte(i8::from(topic)));
+        }
+        // JMSReplyTo needs its destination type; only a `topic://` address says topic.
+        if let Some(reply_to) = &p.reply_to {
+            let topic = reply_to.starts_with("topic://");
+            let key = OwnedKey::Symbol(Symbol::from(JMS_REPLY_TO));
             annotations.as_inner_mut().entry(key).or_insert(AmqpValueT::Byte(i8::from(topic)));
         }
     }
@@ -570,6 +581,7 @@ mod tests {
         let get = |k: &str| annotations.0.get(&OwnedKey::Symbol(Symbol::from(k))).cloned();
         assert_eq!(get(JMS_MSG_TYPE), Some(AmqpValueT::Byte(5)));
         assert_eq!(get(JMS_DEST), Some(AmqpValueT::Byte(0)));
+        assert_eq!(get(JMS_REPLY_TO), None, "no reply-to, no reply-to type");
         assert!(
             matches!(message.body, Body::Value(AmqpValue(AmqpValueT::String(ref s))) if s == "hi")
         );
@@ -589,6 +601,16 @@ mod tests {
         let back = decode(message, "queue://q");
         let app: Vec<_> = back.headers.into_iter().filter(|(n, _)| !n.starts_with("x-")).collect();
         assert_eq!(app, env.headers);
+    }
+
+    #[test]
+    fn a_topic_reply_to_is_marked_for_jms() {
+        let mut env = Envelope::default();
+        env.properties.reply_to = Some("topic://t.replies".into());
+        let message = encode(&env, jms(), "queue://q.in");
+        let annotations = message.message_annotations.expect("annotations");
+        let key = OwnedKey::Symbol(Symbol::from(JMS_REPLY_TO));
+        assert_eq!(annotations.0.get(&key), Some(&AmqpValueT::Byte(1)));
     }
 
     #[test]
