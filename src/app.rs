@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::amqp10::{sink::Amqp10Sink, source::Amqp10Source};
 use crate::amqp091::{self, sink::Amqp091Sink, source::Amqp091Source};
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, pause};
 use crate::bridge::Bridge;
 use crate::config::{Model, SinkModel, SourceModel};
 use crate::connector::{Sink, Source};
@@ -144,9 +144,8 @@ fn declare_all(
                         let delay = backoff.next_delay();
                         tracing::warn!(connection = %name, %error, retry_in = ?delay,
                             "Cannot declare topology yet");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(delay) => {}
+                        if !pause(delay, &shutdown).await {
+                            return;
                         }
                     }
                 }

@@ -3,6 +3,15 @@
 use std::time::Duration;
 
 use rand::Rng as _;
+use tokio_util::sync::CancellationToken;
+
+/// Sleeps for `delay` unless `stop` fires first; false when it did.
+pub async fn pause(delay: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Backoff {

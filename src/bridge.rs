@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, pause};
 use crate::config::model::RetryModel;
 use crate::connector::{DeliveryError, Disposition, Pending, Received, Sink, Source};
 use crate::deadletter::{DeadLetter, Failure, Stage};
@@ -243,10 +243,7 @@ impl Shared {
 
     /// Sleeps `delay`; false when the bridge is stopping instead.
     async fn wait(&self, delay: Duration) -> bool {
-        tokio::select! {
-            _ = self.stop.cancelled() => false,
-            _ = tokio::time::sleep(delay) => true,
-        }
+        pause(delay, &self.stop).await
     }
 
     async fn delivered(&self, work: Work) {

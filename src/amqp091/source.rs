@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, DeliveryFacts};
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, pause};
 use crate::config::SecretUrl;
 use crate::connector::{Received, Settle, Source};
 use crate::telemetry::Health;
@@ -61,9 +61,8 @@ impl Source for Amqp091Source {
                     tracing::warn!(bridge = %self.bridge, queue = %self.queue, %error,
                         retry_in = ?delay,
                         "Lost the AMQP 0-9-1 source; unacknowledged messages return to the queue");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
+                    if !pause(delay, &shutdown).await {
+                        return;
                     }
                 }
             }

@@ -16,6 +16,7 @@
 pub mod codec;
 pub mod sink;
 pub mod source;
+pub mod values;
 
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::sasl_profile::SaslProfile;

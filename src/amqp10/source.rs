@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, AmqpMessage};
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, pause};
 use crate::config::model::Amqp10Connection;
 use crate::connector::{Received, Settle, Source};
 use crate::pipeline::Node;
@@ -67,9 +67,8 @@ impl Source for Amqp10Source {
                     tracing::warn!(bridge = %self.bridge, address = %self.name, %error,
                         retry_in = ?delay,
                         "Lost the AMQP 1.0 source; unsettled messages return to the broker");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
+                    if !pause(delay, &shutdown).await {
+                        return;
                     }
                 }
             }

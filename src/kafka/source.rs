@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, RecordFacts};
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, pause};
 use crate::config::KafkaConnection;
 use crate::connector::{Received, Settle, Source};
 use crate::telemetry::{Health, RateLimit};
@@ -132,10 +132,10 @@ impl Source for KafkaSource {
                             "Kafka consumer reported an error");
                     }
                     self.health.waiting(&part, error.to_string());
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                    if !pause(backoff.next_delay(), &shutdown).await {
+                        break;
                     }
+                    continue;
                 }
             };
             backoff.reset();
