@@ -1236,3 +1236,39 @@ def test_durable_subscription_on_rabbitmq_3_is_refused_by_check(tmp_path):
     out = subprocess.run([BIN, "check", "--config", str(path)], capture_output=True, text=True)
     assert out.returncode == 2
     assert "bridges[0].source.subscription: RabbitMQ 3.x cannot resume a durable AMQP 1.0" in out.stderr
+
+
+def test_jms_map_message_crosses_091_as_json_and_comes_back_typed(portico, rabbit, amqp10):
+    """A JMS MapMessage (amqp-value map, x-opt-jms-msg-type 2) reaches 0-9-1 as JSON text with
+    its kind and types beside it, and an AMQP 1.0 consumer behind a second hop gets the typed
+    map back (RabbitMQ 1.0 → 0-9-1 → RabbitMQ 1.0)."""
+    src, check, mid = (rabbit.queue(unique(n)) for n in ("a10-src", "a10-check", "a10-mid"))
+    back = rabbit.queue(unique("a10-back"))
+    fanout = unique("a10-fan")
+    rabbit.ch.exchange_declare(fanout, "fanout", durable=False)
+    rabbit.made["exchanges"].append(fanout)
+    rabbit.ch.queue_bind(check, fanout, "")
+    rabbit.ch.queue_bind(mid, fanout, "")
+    portico(render(
+        [
+            bridge("out", {"connection": "r10", "queue": src}, rabbit_sink("", exchange=fanout)),
+            bridge("back", {"connection": "rabbit", "queue": mid}, {"connection": "r10", "queue": back}),
+        ],
+        r10=R10,
+    ))
+    body = {"qty": int32(3), "sku": "A-1", "price": 19.5, "tags": [short(1), short(2)]}
+    amqp10.send(src, Message(body=body, annotations={symbol("x-opt-jms-msg-type"): byte(2)}))
+
+    [(props, got_body, _)] = typed_get(rabbit, check, 1)
+    assert json.loads(got_body) == {"qty": 3, "sku": "A-1", "price": 19.5, "tags": [1, 2]}
+    assert props.headers["amqp.body"] == "map"
+    assert json.loads(props.headers["amqp.body-types"]) == {
+        "qty": "i32", "sku": "string", "price": "f64", "tags": ["i16", "i16"],
+    }
+
+    [w] = amqp10.receive(back, 1)
+    got = w.message.body
+    assert {k: typed(v) for k, v in got.items() if k != "tags"} == {
+        "qty": ("int32", 3), "sku": ("str", "A-1"), "price": ("float", 19.5),
+    }
+    assert [typed(v) for v in got["tags"]] == [("short", 1), ("short", 2)]
