@@ -8,12 +8,11 @@ both as int), by hooking pika's table decoder while a message is read."""
 import datetime
 import json
 import time
-from unittest import mock
 
-import pika.data
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from wire091 import typed_get
 from conftest import KAFKA_BROKERS, RABBIT_URL, consume, create_topic, produce, unique, wait_until
 
 UTC = datetime.timezone.utc
@@ -54,56 +53,6 @@ def kafka_sink(topic, key=None):
     if key is not None:
         sink["key"] = key
     return sink
-
-
-class Tagged:
-    def __init__(self, tag, value):
-        self.tag, self.value = tag, value
-
-
-_decode_value = pika.data.decode_value
-
-
-def _decode_tagged(encoded, offset):
-    tag = encoded[offset : offset + 1].decode("latin-1")
-    value, offset = _decode_value(encoded, offset)
-    return Tagged(tag, value), offset
-
-
-def plain(value):
-    if isinstance(value, Tagged):
-        return plain(value.value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
-
-
-def tags(value):
-    inner = value.value
-    if isinstance(inner, list):
-        return (value.tag, [tags(v) for v in inner])
-    if isinstance(inner, dict):
-        return (value.tag, {k: tags(v) for k, v in inner.items()})
-    return value.tag
-
-
-def typed_get(rabbit, queue, count, timeout=30):
-    """[(method, properties, body, {header: wire tag})]; the properties hold pika's values."""
-    got = []
-
-    def enough():
-        with mock.patch.object(pika.data, "decode_value", _decode_tagged):
-            method, props, body = rabbit.ch.basic_get(queue, auto_ack=True)
-        if method:
-            raw = props.headers or {}
-            props.headers = plain(raw) if props.headers is not None else None
-            got.append((method, props, body, {k: tags(v) for k, v in raw.items()}))
-        return len(got) >= count
-
-    wait_until(enough, timeout, f"{count} messages on {queue} (got {len(got)})")
-    return got
 
 
 def stays_empty(rabbit, queue, seconds):
