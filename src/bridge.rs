@@ -320,3 +320,219 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The settle rules, with a scripted source and sink: no broker, and no real time (the
+    //! clock is paused, so backoffs pass instantly).
+
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::connector::Settle;
+    use crate::pipeline::{Template, Value};
+    use crate::telemetry::Metrics;
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    struct FakeSource {
+        messages: Vec<Envelope>,
+        log: Log,
+    }
+
+    struct FakeSettle {
+        id: String,
+        log: Log,
+        can_reject: bool,
+    }
+
+    #[async_trait]
+    impl Settle for FakeSettle {
+        async fn accept(self: Box<Self>) {
+            self.log.lock().expect("log lock").push(format!("accept {}", self.id));
+        }
+
+        async fn reject(self: Box<Self>, reason: &str) -> Result<(), String> {
+            self.log.lock().expect("log lock").push(format!("reject {} ({reason})", self.id));
+            if self.can_reject { Ok(()) } else { Err("cannot skip".into()) }
+        }
+
+        async fn release(self: Box<Self>) {
+            self.log.lock().expect("log lock").push(format!("release {}", self.id));
+        }
+    }
+
+    #[async_trait]
+    impl Source for FakeSource {
+        async fn run(
+            self: Box<Self>,
+            tx: mpsc::Sender<Received>,
+            shutdown: CancellationToken,
+            drained: CancellationToken,
+        ) {
+            for envelope in self.messages {
+                let id =
+                    envelope.header("id").and_then(|v| v.to_template_text()).unwrap_or_default();
+                let can_reject = envelope.header("kafka").is_none();
+                let settle = Box::new(FakeSettle { id, log: self.log.clone(), can_reject });
+                if tx.send(Received { envelope, settle }).await.is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            shutdown.cancelled().await;
+            drained.cancelled().await;
+        }
+    }
+
+    /// Answers each emit with the next scripted result (success once the script is empty).
+    struct FakeSink {
+        script: Mutex<VecDeque<Result<(), DeliveryError>>>,
+        log: Log,
+    }
+
+    #[async_trait]
+    impl Sink for FakeSink {
+        async fn emit(&self, envelope: &Envelope, route: &Route) -> Result<Pending, DeliveryError> {
+            let id = envelope.header("id").and_then(|v| v.to_template_text()).unwrap_or_default();
+            self.log.lock().expect("log lock").push(format!("emit {id} to {route:?}"));
+            let result = self.script.lock().expect("log lock").pop_front().unwrap_or(Ok(()));
+            Ok(Box::pin(async move { result }))
+        }
+
+        async fn flush(&self, _deadline: Duration) {}
+    }
+
+    fn message(id: &str, key: Option<&str>) -> Envelope {
+        let mut env = Envelope::default();
+        env.headers.push(("id".into(), Value::String(id.into())));
+        if let Some(key) = key {
+            env.headers.push(("rk".into(), Value::String(key.into())));
+        }
+        env
+    }
+
+    fn bridge(
+        messages: Vec<Envelope>,
+        script: Vec<Result<(), DeliveryError>>,
+        dlq: bool,
+    ) -> (Bridge, Log) {
+        let log: Log = Arc::default();
+        let sink = |script| Arc::new(FakeSink { script: Mutex::new(script), log: log.clone() });
+        let template = |t: &str| Template::parse(t, None).expect("template");
+        let route = RouteTemplate::Amqp091 {
+            exchange: template("ex"),
+            routing_key: template("{header.rk}"),
+        };
+        let dead_letter = dlq.then(|| DeadLetter {
+            sink: sink(VecDeque::new()) as Arc<dyn Sink>,
+            route: RouteTemplate::Amqp091 { exchange: template(""), routing_key: template("dlq") },
+        });
+        let metrics = Metrics::new().expect("metrics").bridge("b");
+        let bridge = Bridge {
+            name: "b".into(),
+            source: Box::new(FakeSource { messages, log: log.clone() }),
+            sink: sink(script.into()),
+            route,
+            rules: Rules::default(),
+            dead_letter,
+            max_in_flight: 8,
+            retry: RetryModel {
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(1),
+                multiplier: 2.0,
+            },
+            metrics,
+            health: Arc::default(),
+        };
+        (bridge, log)
+    }
+
+    /// Runs the bridge until `count` log lines start with one of `ends`, then shuts it down.
+    async fn run_until(
+        bridge: Bridge,
+        log: &Log,
+        ends: &[&str],
+        count: usize,
+    ) -> Result<(), String> {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(bridge.run(shutdown.clone(), Duration::from_secs(5)));
+        for _ in 0..10_000 {
+            let done = log
+                .lock()
+                .expect("log lock")
+                .iter()
+                .filter(|l| ends.iter().any(|e| l.starts_with(e)))
+                .count();
+            if done >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        task.await.expect("bridge task")
+    }
+
+    fn lines(log: &Log, prefix: &str) -> Vec<String> {
+        log.lock().expect("log lock").iter().filter(|l| l.starts_with(prefix)).cloned().collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_are_emitted_in_order_and_accepted_after_confirmation() {
+        let messages =
+            vec![message("1", Some("a")), message("2", Some("b")), message("3", Some("c"))];
+        let (bridge, log) = bridge(messages, vec![], false);
+        run_until(bridge, &log, &["accept"], 3).await.expect("runs");
+        let emits = lines(&log, "emit");
+        assert_eq!(emits.len(), 3);
+        assert!(emits[0].starts_with("emit 1") && emits[2].starts_with("emit 3"), "{emits:?}");
+        let mut accepts = lines(&log, "accept");
+        accepts.sort();
+        assert_eq!(accepts, ["accept 1", "accept 2", "accept 3"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_is_retried_and_the_source_settled_once() {
+        let transient = Err(DeliveryError::Transient("broker busy".into()));
+        let (bridge, log) =
+            bridge(vec![message("1", Some("a"))], vec![transient.clone(), transient], false);
+        run_until(bridge, &log, &["accept"], 1).await.expect("runs");
+        assert_eq!(lines(&log, "emit").len(), 3, "two retries");
+        assert_eq!(lines(&log, "accept"), ["accept 1"]);
+        assert!(lines(&log, "reject").is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_failure_goes_to_the_dead_letter_then_the_source_is_accepted() {
+        let refused = Err(DeliveryError::Refused("no".into()));
+        let (bridge, log) = bridge(vec![message("1", Some("a"))], vec![refused], true);
+        run_until(bridge, &log, &["accept"], 1).await.expect("runs");
+        let emits = lines(&log, "emit");
+        assert_eq!(emits.len(), 2, "{emits:?}");
+        assert!(emits[1].contains("dlq"), "the second emit is the dead letter: {emits:?}");
+        assert_eq!(lines(&log, "accept"), ["accept 1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_dead_letter_an_untranslatable_message_is_rejected() {
+        let (bridge, log) =
+            bridge(vec![message("1", None), message("2", Some("b"))], vec![], false);
+        run_until(bridge, &log, &["accept", "reject"], 2).await.expect("runs");
+        assert_eq!(lines(&log, "reject"), ["reject 1 (template value missing)"]);
+        assert_eq!(lines(&log, "accept"), ["accept 2"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_that_cannot_skip_stops_the_bridge_before_the_next_message() {
+        let mut poison = message("1", None);
+        poison.headers.push(("kafka".into(), Value::Bool(true)));
+        let (bridge, log) = bridge(vec![poison, message("2", Some("b"))], vec![], false);
+        let result = run_until(bridge, &log, &["reject"], 1).await;
+        assert_eq!(result, Err("cannot skip".to_owned()));
+        assert!(lines(&log, "emit").is_empty(), "nothing after the failed record went out");
+        assert_eq!(lines(&log, "release"), ["release 2"]);
+    }
+}
