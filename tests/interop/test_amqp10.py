@@ -15,12 +15,13 @@ import hashlib
 import json
 import os
 import shutil
-import struct
 import subprocess
 import uuid
 from unittest import mock
 
 import pika
+
+import wire091
 import pika.data
 import proton._handlers
 import pytest
@@ -274,48 +275,11 @@ def peer():
 # ----------------------------------------------------------------------------- 0-9-1 typed
 
 
-class Tagged:
-    def __init__(self, tag, value):
-        self.tag, self.value = tag, value
-
-
-_decode_value = pika.data.decode_value
-
-
-def _decode_tagged(encoded, offset):
-    tag = encoded[offset : offset + 1].decode("latin-1")
-    if tag in ("f", "d"):  # pika 1.4 truncates floats and doubles to integers
-        fmt, size = (">f", 4) if tag == "f" else (">d", 8)
-        return Tagged(tag, struct.unpack_from(fmt, encoded, offset + 1)[0]), offset + 1 + size
-    value, offset = _decode_value(encoded, offset)
-    return Tagged(tag, value), offset
-
-
-def _plain(value):
-    if isinstance(value, Tagged):
-        return _plain(value.value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def typed_get(rabbit, queue, count, timeout=30):
     """[(properties, body, {header: tag})]: pika's properties plus each header's wire tag."""
-    got = []
-
-    def enough():
-        with mock.patch.object(pika.data, "decode_value", _decode_tagged):
-            method, props, body = rabbit.ch.basic_get(queue, auto_ack=True)
-        if method:
-            raw = props.headers or {}
-            props.headers = _plain(raw) if props.headers is not None else None
-            got.append((props, body, {k: v.tag for k, v in raw.items()}))
-        return len(got) >= count
-
-    wait_until(enough, timeout, f"{count} messages on {queue} (got {len(got)})")
-    return got
+    got = wire091.typed_get(rabbit, queue, count, timeout)
+    top = lambda t: t if isinstance(t, str) else t[0]  # noqa: E731
+    return [(props, body, {k: top(t) for k, t in tags.items()}) for _, props, body, tags in got]
 
 
 def by_id(messages):
@@ -496,9 +460,9 @@ def test_routing_keys_used(portico, rabbit, amqp10):
     assert got == {"paid": (exchange, "invoice.paid"), "none": (exchange, "invoice.none")}
 
 
-def test_typed_ids_round_trip_through_091(portico, rabbit, amqp10):
-    """Case 5: ulong / binary ids become Qpid JMS id text on 0-9-1 and are restored when the
-    message comes back to AMQP 1.0 (RabbitMQ 1.0 → 0-9-1 → RabbitMQ 1.0)."""
+def round_trip_through_091(portico, rabbit):
+    """RabbitMQ 1.0 queue `src` → 0-9-1 (a copy kept on queue `check`) → RabbitMQ 1.0 queue
+    `back`: returns (src, check, back) with portico running both bridges."""
     src, check, mid = (rabbit.queue(unique(n)) for n in ("a10-src", "a10-check", "a10-mid"))
     back = rabbit.queue(unique("a10-back"))
     fanout = unique("a10-fan")
@@ -513,6 +477,13 @@ def test_typed_ids_round_trip_through_091(portico, rabbit, amqp10):
         ],
         r10=R10,
     ))
+    return src, check, back
+
+
+def test_typed_ids_round_trip_through_091(portico, rabbit, amqp10):
+    """Case 5: ulong / binary ids become Qpid JMS id text on 0-9-1 and are restored when the
+    message comes back to AMQP 1.0 (RabbitMQ 1.0 → 0-9-1 → RabbitMQ 1.0)."""
+    src, check, back = round_trip_through_091(portico, rabbit)
     amqp10.send(src, Message(id=ulong(12345), correlation_id=b"\xca\xfe\xba\xbe", body="id"))
 
     [(props, _, _)] = typed_get(rabbit, check, 1)
@@ -1242,20 +1213,7 @@ def test_jms_map_message_crosses_091_as_json_and_comes_back_typed(portico, rabbi
     """A JMS MapMessage (amqp-value map, x-opt-jms-msg-type 2) reaches 0-9-1 as JSON text with
     its kind and types beside it, and an AMQP 1.0 consumer behind a second hop gets the typed
     map back (RabbitMQ 1.0 → 0-9-1 → RabbitMQ 1.0)."""
-    src, check, mid = (rabbit.queue(unique(n)) for n in ("a10-src", "a10-check", "a10-mid"))
-    back = rabbit.queue(unique("a10-back"))
-    fanout = unique("a10-fan")
-    rabbit.ch.exchange_declare(fanout, "fanout", durable=False)
-    rabbit.made["exchanges"].append(fanout)
-    rabbit.ch.queue_bind(check, fanout, "")
-    rabbit.ch.queue_bind(mid, fanout, "")
-    portico(render(
-        [
-            bridge("out", {"connection": "r10", "queue": src}, rabbit_sink("", exchange=fanout)),
-            bridge("back", {"connection": "rabbit", "queue": mid}, {"connection": "r10", "queue": back}),
-        ],
-        r10=R10,
-    ))
+    src, check, back = round_trip_through_091(portico, rabbit)
     body = {"qty": int32(3), "sku": "A-1", "price": 19.5, "tags": [short(1), short(2)]}
     amqp10.send(src, Message(body=body, annotations={symbol("x-opt-jms-msg-type"): byte(2)}))
 

@@ -2,6 +2,7 @@
 int, so `typed_get` hooks pika's table decoder while a message is read and records the tag
 letter of every header value."""
 
+import struct
 from unittest import mock
 
 import pika.data
@@ -23,6 +24,9 @@ class Tagged:
 
 def _decode_tagged(encoded, offset):
     tag = encoded[offset : offset + 1].decode("latin-1")
+    if tag in ("f", "d"):  # pika 1.4 truncates floats and doubles to integers
+        fmt, size = (">f", 4) if tag == "f" else (">d", 8)
+        return Tagged(tag, struct.unpack_from(fmt, encoded, offset + 1)[0]), offset + 1 + size
     value, offset = _decode_value(encoded, offset)
     return Tagged(tag, value), offset
 
