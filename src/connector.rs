@@ -122,3 +122,20 @@ impl DeliveryError {
         }
     }
 }
+
+/// What a source does after losing its broker: report it on `/readyz`, log it once, and
+/// wait a backoff step before reconnecting. False when shutdown came first.
+pub async fn pause_after_loss(
+    health: &crate::telemetry::Health,
+    part: &str,
+    node: &str,
+    error: &str,
+    backoff: &mut crate::backoff::Backoff,
+    shutdown: &CancellationToken,
+) -> bool {
+    health.waiting(part, format!("reconnecting: {error}"));
+    let delay = backoff.next_delay();
+    tracing::warn!(source = part, node, error, retry_in = ?delay,
+        "Lost the source's broker; unsettled messages go back to it; reconnecting");
+    crate::backoff::pause(delay, shutdown).await
+}

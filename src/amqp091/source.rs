@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, DeliveryFacts};
-use crate::backoff::{Backoff, pause};
+use crate::backoff::Backoff;
 use crate::config::SecretUrl;
-use crate::connector::{Received, Settle, Source};
+use crate::connector::{Received, Settle, Source, pause_after_loss};
 use crate::telemetry::Health;
 
 pub struct Amqp091Source {
@@ -56,12 +56,10 @@ impl Source for Amqp091Source {
                     return;
                 }
                 End::Lost(error) => {
-                    self.health.waiting(&part, format!("reconnecting: {error}"));
-                    let delay = backoff.next_delay();
-                    tracing::warn!(bridge = %self.bridge, queue = %self.queue, %error,
-                        retry_in = ?delay,
-                        "Lost the AMQP 0-9-1 source; unacknowledged messages return to the queue");
-                    if !pause(delay, &shutdown).await {
+                    let node = &self.queue;
+                    if !pause_after_loss(&self.health, &part, node, &error, &mut backoff, &shutdown)
+                        .await
+                    {
                         return;
                     }
                 }

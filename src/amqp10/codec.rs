@@ -196,12 +196,10 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str) -> AmqpMessage {
     let mut app = OrderedMap::new();
     let mut types = serde_json::Map::new();
     let mut renamed = serde_json::Map::new();
-    let legal: std::collections::HashSet<&str> = envelope
-        .headers
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .filter(|n| is_java_identifier(n))
-        .collect();
+    // Only JMS targets rename properties; other targets skip building this set.
+    let names = envelope.headers.iter().map(|(n, _)| n.as_str());
+    let legal: std::collections::HashSet<&str> =
+        names.filter(|n| target.jms && is_java_identifier(n)).collect();
     for (name, value) in &envelope.headers {
         if name.starts_with("x-") {
             annotations.insert(OwnedKey::Symbol(Symbol::from(name.as_str())), to_amqp(value));

@@ -16,9 +16,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, AmqpMessage};
-use crate::backoff::{Backoff, pause};
+use crate::backoff::Backoff;
 use crate::config::model::Amqp10Connection;
-use crate::connector::{Received, Settle, Source};
+use crate::connector::{Received, Settle, Source, pause_after_loss};
 use crate::pipeline::Node;
 use crate::telemetry::Health;
 
@@ -62,12 +62,10 @@ impl Source for Amqp10Source {
             match self.consume(&mut tx, &shutdown, &drained, &part, &mut backoff).await {
                 End::Shutdown => return,
                 End::Lost(error) => {
-                    self.health.waiting(&part, format!("reconnecting: {error}"));
-                    let delay = backoff.next_delay();
-                    tracing::warn!(bridge = %self.bridge, address = %self.name, %error,
-                        retry_in = ?delay,
-                        "Lost the AMQP 1.0 source; unsettled messages return to the broker");
-                    if !pause(delay, &shutdown).await {
+                    let node = &self.name;
+                    if !pause_after_loss(&self.health, &part, node, &error, &mut backoff, &shutdown)
+                        .await
+                    {
                         return;
                     }
                 }

@@ -118,6 +118,8 @@ impl Source for KafkaSource {
             "Consuming Kafka topics");
         let errors = RateLimit::new(std::time::Duration::from_secs(10), 3);
         let mut backoff = Backoff::reconnect();
+        // Readiness changes only on a transition, not per record (it takes a lock).
+        let mut failing = false;
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -132,14 +134,18 @@ impl Source for KafkaSource {
                             "Kafka consumer reported an error");
                     }
                     self.health.waiting(&part, error.to_string());
+                    failing = true;
                     if !pause(backoff.next_delay(), &shutdown).await {
                         break;
                     }
                     continue;
                 }
             };
-            backoff.reset();
-            self.health.ready(&part);
+            if failing {
+                failing = false;
+                backoff.reset();
+                self.health.ready(&part);
+            }
             let facts = RecordFacts {
                 topic: record.topic(),
                 partition: record.partition(),
