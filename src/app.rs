@@ -49,6 +49,7 @@ pub async fn run(model: Model) -> anyhow::Result<()> {
             sink,
             route: bridge.sink.route().clone(),
             rules: bridge.rules.clone(),
+            strict: bridge.strict,
             dead_letter,
             max_in_flight: bridge.max_in_flight,
             retry: bridge.retry,

@@ -18,7 +18,7 @@ use crate::config::model::RetryModel;
 use crate::connector::{DeliveryError, Disposition, Pending, Received, Sink, Source};
 use crate::deadletter::{DeadLetter, Failure, Stage};
 use crate::pipeline::route::TranslateError;
-use crate::pipeline::{Envelope, Route, RouteTemplate, Rules};
+use crate::pipeline::{Envelope, Ledger, Route, RouteTemplate, Rules};
 use crate::telemetry::{BridgeMetrics, Health, RateLimit};
 
 /// Everything a bridge needs, assembled by [`crate::app`].
@@ -28,6 +28,8 @@ pub struct Bridge {
     pub sink: Arc<dyn Sink>,
     pub route: RouteTemplate,
     pub rules: Rules,
+    /// Dead-letter a message rather than send it with a value coerced or dropped.
+    pub strict: bool,
     pub dead_letter: Option<DeadLetter>,
     pub max_in_flight: usize,
     pub retry: RetryModel,
@@ -40,6 +42,7 @@ struct Shared {
     name: String,
     sink: Arc<dyn Sink>,
     rules: Rules,
+    strict: bool,
     dead_letter: Option<DeadLetter>,
     retry: RetryModel,
     metrics: BridgeMetrics,
@@ -47,6 +50,9 @@ struct Shared {
     stop: CancellationToken,
     fatal: std::sync::Mutex<Option<String>>,
     failures: RateLimit,
+    /// Values coerced or dropped on the way to the sink: logged apart from failures, so
+    /// that a stream of lossy messages does not hide delivery errors.
+    lossy: RateLimit,
 }
 
 /// One message on its way, holding its in-flight permit until settled.
@@ -89,12 +95,14 @@ impl Bridge {
             name: self.name.clone(),
             sink: self.sink,
             rules: self.rules,
+            strict: self.strict,
             dead_letter: self.dead_letter,
             retry: self.retry,
             metrics: self.metrics,
             stop: stop.clone(),
             fatal: std::sync::Mutex::new(None),
             failures: RateLimit::new(Duration::from_secs(10), 5),
+            lossy: RateLimit::new(Duration::from_secs(10), 5),
         });
 
         loop {
@@ -186,11 +194,13 @@ impl Shared {
             }
         };
         // A sink can wait long for a broker (credit, a reconnect): never past a shutdown.
+        let mut ledger = Ledger::lossy().strict(self.strict);
         let emitted = tokio::select! {
             biased;
             _ = self.stop.cancelled() => return self.release(work).await,
-            emitted = self.sink.emit(work.envelope(), &route) => emitted,
+            emitted = self.sink.emit(work.envelope(), &route, &mut ledger) => emitted,
         };
+        self.account(&ledger);
         tokio::spawn(async move { self.complete(work, route, emitted).await });
     }
 
@@ -234,10 +244,23 @@ impl Shared {
             if !self.wait(delay).await {
                 return self.release(work).await;
             }
-            outcome = match self.sink.emit(work.envelope(), &route).await {
+            // The first attempt already accounted for (and judged) what encoding loses.
+            outcome = match self.sink.emit(work.envelope(), &route, &mut Ledger::lossy()).await {
                 Ok(pending) => pending.await,
                 Err(error) => Err(error),
             };
+        }
+    }
+
+    /// Counts and logs what encoding for the sink coerced or dropped.
+    fn account(&self, ledger: &Ledger) {
+        for note in ledger.lossy_notes() {
+            self.metrics.lossy.inc(&note.field);
+            if let Some(suppressed) = self.lossy.allow() {
+                tracing::warn!(bridge = %self.name, field = %note.field, note = %note,
+                    strict = self.strict, suppressed,
+                    "A value does not reach the sink as it was");
+            }
         }
     }
 
@@ -333,6 +356,7 @@ mod tests {
 
     use super::*;
     use crate::connector::Settle;
+    use crate::pipeline::ledger::Field;
     use crate::pipeline::{Template, Value};
     use crate::telemetry::Metrics;
 
@@ -396,9 +420,26 @@ mod tests {
 
     #[async_trait]
     impl Sink for FakeSink {
-        async fn emit(&self, envelope: &Envelope, route: &Route) -> Result<Pending, DeliveryError> {
+        async fn emit(
+            &self,
+            envelope: &Envelope,
+            route: &Route,
+            ledger: &mut Ledger,
+        ) -> Result<Pending, DeliveryError> {
             let id = envelope.header("id").and_then(|v| v.to_template_text()).unwrap_or_default();
-            self.log.lock().expect("log lock").push(format!("emit {id} to {route:?}"));
+            // A header named `lossy` stands for a value this sink's protocol cannot hold.
+            if envelope.header("lossy").is_some() {
+                ledger.coerced(Field::Header("lossy"), "a value", "less", "test");
+                if let Some(refused) = ledger.refusal() {
+                    return Err(refused);
+                }
+            }
+            let reason = envelope
+                .header(crate::deadletter::header::REASON)
+                .and_then(|v| v.to_template_text())
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            self.log.lock().expect("log lock").push(format!("emit {id} to {route:?}{reason}"));
             let result = self.script.lock().expect("log lock").pop_front().unwrap_or(Ok(()));
             Ok(Box::pin(async move { result }))
         }
@@ -438,6 +479,7 @@ mod tests {
             sink: sink(script.into()),
             route,
             rules: Rules::default(),
+            strict: false,
             dead_letter,
             max_in_flight: 8,
             retry: RetryModel {
@@ -534,5 +576,49 @@ mod tests {
         assert_eq!(result, Err("cannot skip".to_owned()));
         assert!(lines(&log, "emit").is_empty(), "nothing after the failed record went out");
         assert_eq!(lines(&log, "release"), ["release 2"]);
+    }
+
+    fn lossy_message(id: &str, key: &str) -> Envelope {
+        let mut env = message(id, Some(key));
+        env.headers.push(("lossy".into(), Value::Bool(true)));
+        env
+    }
+
+    fn lossy_count(metrics: &Metrics) -> Option<String> {
+        let series = "portico_translation_lossy_total{bridge=\"b\",field=\"headers.lossy\"} ";
+        metrics.render().lines().find_map(|l| l.strip_prefix(series)).map(str::to_owned)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_strict_bridge_dead_letters_a_lossy_message_and_counts_it() {
+        let messages = vec![lossy_message("1", "a"), message("2", Some("b"))];
+        let (mut bridge, log) = bridge(messages, vec![], true);
+        let metrics = Metrics::new().expect("metrics");
+        bridge.metrics = metrics.bridge("b");
+        bridge.strict = true;
+        run_until(bridge, &log, &["accept"], 2).await.expect("runs");
+        let emits = lines(&log, "emit");
+        assert_eq!(emits.len(), 2, "{emits:?}");
+        assert!(
+            emits.iter().any(|e| e.starts_with("emit 1") && e.ends_with("(lossy conversion)")),
+            "message 1 went to the dead letter only: {emits:?}"
+        );
+        assert!(emits.iter().any(|e| e.starts_with("emit 2") && !e.contains("dlq")));
+        let mut accepts = lines(&log, "accept");
+        accepts.sort();
+        assert_eq!(accepts, ["accept 1", "accept 2"]);
+        assert_eq!(lossy_count(&metrics).as_deref(), Some("1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lenient_bridge_sends_a_lossy_message_and_counts_it() {
+        let (mut bridge, log) = bridge(vec![lossy_message("1", "a")], vec![], true);
+        let metrics = Metrics::new().expect("metrics");
+        bridge.metrics = metrics.bridge("b");
+        run_until(bridge, &log, &["accept"], 1).await.expect("runs");
+        let emits = lines(&log, "emit");
+        assert_eq!(emits.len(), 1, "{emits:?}");
+        assert!(!emits[0].contains("dlq"), "{emits:?}");
+        assert_eq!(lossy_count(&metrics).as_deref(), Some("1"));
     }
 }

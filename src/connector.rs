@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::{Envelope, Route};
+use crate::pipeline::{Envelope, Ledger, Route};
 
 /// A message from a source, with the handle that settles it at the broker.
 pub struct Received {
@@ -55,7 +55,16 @@ pub type Pending = BoxFuture<'static, Result<(), DeliveryError>>;
 pub trait Sink: Send + Sync {
     /// Queues one message for publishing to `route`. Returns once it is on its way; the
     /// returned future resolves when the broker confirmed or refused it.
-    async fn emit(&self, envelope: &Envelope, route: &Route) -> Result<Pending, DeliveryError>;
+    ///
+    /// Encoding for the protocol writes into `ledger` what it changed about the message; a
+    /// strict ledger with a lossy note makes `emit` fail with [`DeliveryError::Lossy`]
+    /// before anything is sent.
+    async fn emit(
+        &self,
+        envelope: &Envelope,
+        route: &Route,
+        ledger: &mut Ledger,
+    ) -> Result<Pending, DeliveryError>;
 
     /// Connects ahead of the first message, so readiness reflects the sink. A failure is
     /// only reported: the first emit connects again.
@@ -93,6 +102,9 @@ pub enum DeliveryError {
     Transient(String),
     #[error("the message cannot be encoded for this sink: {0}")]
     Encode(String),
+    /// A strict bridge refuses to send a message that would lose a value on the way.
+    #[error("lossy conversion refused by strict mode: {0}")]
+    Lossy(String),
 }
 
 impl DeliveryError {
@@ -105,7 +117,8 @@ impl DeliveryError {
             DeliveryError::Unroutable { .. }
             | DeliveryError::TooLarge(_)
             | DeliveryError::Refused(_)
-            | DeliveryError::Encode(_) => Disposition::DeadLetter,
+            | DeliveryError::Encode(_)
+            | DeliveryError::Lossy(_) => Disposition::DeadLetter,
         }
     }
 
@@ -119,6 +132,7 @@ impl DeliveryError {
             DeliveryError::Refused(_) => "refused",
             DeliveryError::Transient(_) => "transient",
             DeliveryError::Encode(_) => "untranslatable",
+            DeliveryError::Lossy(_) => "lossy conversion",
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::connector::{DeliveryError, Sink};
-use crate::pipeline::{Envelope, RouteTemplate, Value};
+use crate::pipeline::{Envelope, Ledger, RouteTemplate, Value};
 
 /// Header names added to a dead letter. No `x-` prefix: RabbitMQ treats those as its own.
 pub mod header {
@@ -62,7 +62,9 @@ impl DeadLetter {
             .route
             .resolve(original)
             .map_err(|e| DeliveryError::Encode(format!("dead-letter destination: {e}")))?;
-        self.sink.emit(&letter, &route).await?.await
+        // A dead letter carries the original as well as its sink can; what that loses is not
+        // judged again (strict mode applies to the bridge's own sink).
+        self.sink.emit(&letter, &route, &mut Ledger::lossy()).await?.await
     }
 }
 

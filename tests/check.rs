@@ -88,7 +88,7 @@ fn unknown_fields_and_wrong_types_point_at_the_field() {
     assert_eq!(
         stderr.trim_end(),
         format!(
-            "{}:4:5: bridges[0].sourc: unknown field `sourc`, expected one of `name`, `source`, `sink`, `dead_letter`, `max_in_flight`, `retry`, `set`",
+            "{}:4:5: bridges[0].sourc: unknown field `sourc`, expected one of `name`, `source`, `sink`, `dead_letter`, `max_in_flight`, `retry`, `set`, `strict`",
             path.display()
         )
     );
@@ -189,4 +189,45 @@ bridges:
         stderr.contains("bridges[0].sink.topic: a template string, or { template:"),
         "{stderr}"
     );
+}
+
+#[test]
+fn strict_mode_is_a_boolean_and_needs_a_dead_letter_behind_a_kafka_source() {
+    let path = write(
+        "strict.yaml",
+        "\
+connections:
+  k: { protocol: kafka, brokers: \"h:9092\" }
+  r: { protocol: amqp091, url: \"amqp://h:5672\" }
+bridges:
+  - name: a
+    source: { connection: k, topics: [t], group: g }
+    sink: { connection: r, exchange: \"\", routing_key: q }
+    strict: true
+  - name: b
+    source: { connection: r, queue: q }
+    sink: { connection: k, topic: t }
+    strict: true
+",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "{}:8:13: bridges[0].strict: a Kafka source cannot skip a record, so strict mode \
+             would stop the bridge at the first lossy one: add a dead_letter",
+            path.display()
+        )
+    );
+
+    let path = write(
+        "strict-type.yaml",
+        "connections:\n  r: { protocol: amqp091, url: \"amqp://h:5672\" }\nbridges:\n  - name: a\n    \
+         source: { connection: r, queue: q }\n    \
+         sink: { connection: r, exchange: \"\", routing_key: q }\n    strict: yes please\n",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    assert!(stderr.contains(":7:13: bridges[0].strict: invalid type"), "{stderr}");
 }

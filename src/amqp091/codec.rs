@@ -15,7 +15,8 @@ use lapin::types::{
 
 use crate::config::Persistence;
 use crate::connector::DeliveryError;
-use crate::pipeline::{BodyKind, Envelope, MessageId, Origin, Properties, Value, carry};
+use crate::pipeline::ledger::Field;
+use crate::pipeline::{BodyKind, Envelope, Ledger, MessageId, Origin, Properties, Value, carry};
 
 /// What a 0-9-1 delivery tells besides its properties.
 pub struct DeliveryFacts<'a> {
@@ -95,7 +96,8 @@ fn merge(mut own: Properties, carried: Properties) -> Properties {
     own
 }
 
-/// Encodes the properties and headers of a message about to be published.
+/// Encodes the properties and headers of a message about to be published, writing into
+/// `ledger` every value that does not cross as it was.
 ///
 /// `user` is the connection's user name: RabbitMQ refuses a `user_id` that differs from it,
 /// so any other user id travels in the `amqp.user-id` header.
@@ -103,51 +105,76 @@ pub fn encode(
     envelope: &Envelope,
     persistence: Persistence,
     user: &str,
+    ledger: &mut Ledger,
 ) -> Result<BasicProperties, DeliveryError> {
     let p = &envelope.properties;
     let mut headers = FieldTable::default();
     let mut props = BasicProperties::default();
     let mut overflow: Vec<(&str, AMQPValue)> = Vec::new();
 
-    let mut short = |name: &'static str, value: &str| match ShortString::try_new(value) {
-        Ok(s) => Some(s),
-        Err(_) => {
-            overflow.push((name, AMQPValue::LongString(LongString::from(value))));
-            None
-        }
-    };
-    if let Some(v) = p.content_type.as_deref().and_then(|v| short("amqp.content-type", v)) {
+    let mut short =
+        |field: &'static str, name: &'static str, value: &str| match ShortString::try_new(value) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                ledger.converted(Field::Property(field), "text over 255 bytes", name, TOO_LONG);
+                overflow.push((name, AMQPValue::LongString(LongString::from(value))));
+                None
+            }
+        };
+    if let Some(v) =
+        p.content_type.as_deref().and_then(|v| short("content_type", "amqp.content-type", v))
+    {
         props = props.with_content_type(v);
     }
-    if let Some(v) = p.content_encoding.as_deref().and_then(|v| short("amqp.content-encoding", v)) {
+    if let Some(v) = p
+        .content_encoding
+        .as_deref()
+        .and_then(|v| short("content_encoding", "amqp.content-encoding", v))
+    {
         props = props.with_content_encoding(v);
     }
-    if let Some(v) = p.reply_to.as_deref().and_then(|v| short("amqp.reply-to", v)) {
+    if let Some(v) = p.reply_to.as_deref().and_then(|v| short("reply_to", "amqp.reply-to", v)) {
         props = props.with_reply_to(v);
     }
-    if let Some(v) = p.message_type.as_deref().and_then(|v| short("amqp.type", v)) {
+    if let Some(v) = p.message_type.as_deref().and_then(|v| short("message_type", "amqp.type", v)) {
         props = props.with_type(v);
     }
-    if let Some(v) = p.app_id.as_deref().and_then(|v| short("amqp.app-id", v)) {
+    if let Some(v) = p.app_id.as_deref().and_then(|v| short("app_id", "amqp.app-id", v)) {
         props = props.with_app_id(v);
     }
-    if let Some(v) = p.cluster_id.as_deref().and_then(|v| short("amqp.cluster-id", v)) {
+    if let Some(v) = p.cluster_id.as_deref().and_then(|v| short("cluster_id", "amqp.cluster-id", v))
+    {
         props = props.with_cluster_id(v);
     }
-    match encode_id(p.message_id.as_ref()) {
-        Some(IdOut::Short(id)) => props = props.with_message_id(id),
-        Some(IdOut::Header(v)) => overflow.push(("amqp.message-id", v)),
-        None => {}
-    }
-    match encode_id(p.correlation_id.as_ref()) {
-        Some(IdOut::Short(id)) => props = props.with_correlation_id(id),
-        Some(IdOut::Header(v)) => overflow.push(("amqp.correlation-id", v)),
-        None => {}
+    for (field, header, id) in [
+        ("message_id", "amqp.message-id", p.message_id.as_ref()),
+        ("correlation_id", "amqp.correlation-id", p.correlation_id.as_ref()),
+    ] {
+        let Some(id) = id else { continue };
+        if !matches!(id, MessageId::String(_)) {
+            ledger.converted(Field::Property(field), id_type(id), "ID:AMQP_… text", TYPED_ID);
+        }
+        match encode_id(id) {
+            IdOut::Short(id) if field == "message_id" => props = props.with_message_id(id),
+            IdOut::Short(id) => props = props.with_correlation_id(id),
+            IdOut::Header(v) => {
+                ledger.converted(Field::Property(field), "id over 255 bytes", header, TOO_LONG);
+                overflow.push((header, v));
+            }
+        }
     }
     if let Some(user_id) = &p.user_id {
         match std::str::from_utf8(user_id) {
             Ok(u) if u == user => props = props.with_user_id(ShortString::from(user.to_owned())),
-            _ => overflow.push(("amqp.user-id", bytes_value(user_id))),
+            _ => {
+                ledger.converted(
+                    Field::Property("user_id"),
+                    "user id",
+                    "amqp.user-id",
+                    FOREIGN_USER,
+                );
+                overflow.push(("amqp.user-id", bytes_value(user_id)));
+            }
         }
     }
     let durable = match persistence {
@@ -155,6 +182,15 @@ pub fn encode(
         Persistence::Never => Some(false),
         Persistence::Source => p.durable,
     };
+    if durable != p.durable {
+        // The bridge's `persistent:` setting, not the message, decides here.
+        ledger.coerced(
+            Field::Property("durable"),
+            durable_text(p.durable),
+            durable_text(durable),
+            "the sink's persistent setting overrides the source",
+        );
+    }
     if let Some(durable) = durable {
         props = props.with_delivery_mode(if durable { 2 } else { 1 });
     }
@@ -162,16 +198,40 @@ pub fn encode(
         props = props.with_priority(priority);
     }
     if let Some(ttl) = ttl(p) {
+        if p.ttl_ms.is_none() {
+            ledger.converted(
+                Field::Property("absolute_expiry"),
+                "absolute expiry (ms)",
+                "expiration (ms from now) + amqp.absolute-expiry-ms",
+                "0-9-1 expirations are relative",
+            );
+        }
         props = props.with_expiration(ShortString::from(ttl.to_string()));
     }
     if let Some(ms) = p.creation_time_ms {
-        props = props.with_timestamp(u64::try_from(ms.div_euclid(1000)).unwrap_or(0));
+        let seconds = u64::try_from(ms.div_euclid(1000));
+        if seconds.is_err() {
+            ledger.coerced(
+                Field::Property("creation_time"),
+                "timestamp before 1970",
+                "T 0",
+                "0-9-1 timestamps are unsigned",
+            );
+        }
+        props = props.with_timestamp(seconds.unwrap_or(0));
         // 0-9-1 timestamps are whole seconds: keep the milliseconds beside them.
         if ms.rem_euclid(1000) != 0 {
+            ledger.converted(
+                Field::Property("creation_time"),
+                "timestamp (ms)",
+                "T (s) + amqp.creation-time-ms",
+                "0-9-1 timestamps are whole seconds",
+            );
             overflow.push(("amqp.creation-time-ms", AMQPValue::LongLongInt(ms)));
         }
     }
     if envelope.body_kind != BodyKind::Bytes {
+        ledger.converted(Field::Body, "text, map or list body", "bytes + amqp.body", BYTES_ONLY);
         let kind = envelope.body_kind.name();
         overflow.push((carry::BODY, AMQPValue::LongString(LongString::from(kind))));
         if let Some(shape) = envelope.body_kind.shape() {
@@ -182,34 +242,102 @@ pub fn encode(
     if let Some(ms) = p.absolute_expiry_ms {
         overflow.push(("amqp.absolute-expiry-ms", AMQPValue::LongLongInt(ms)));
     }
-    for (name, value) in [
-        ("amqp.subject", &p.subject),
-        ("amqp.to", &p.to),
-        ("amqp.group-id", &p.group_id),
-        ("amqp.reply-to-group-id", &p.reply_to_group_id),
+    for (field, name, value) in [
+        ("subject", "amqp.subject", &p.subject),
+        ("to", "amqp.to", &p.to),
+        ("group_id", "amqp.group-id", &p.group_id),
+        ("reply_to_group_id", "amqp.reply-to-group-id", &p.reply_to_group_id),
     ] {
         if let Some(value) = value {
+            ledger.converted(Field::Property(field), "property", name, NO_SUCH_PROPERTY);
             overflow.push((name, AMQPValue::LongString(LongString::from(value.as_str()))));
         }
     }
     if let Some(seq) = p.group_sequence {
+        ledger.converted(
+            Field::Property("group_sequence"),
+            "property",
+            "amqp.group-sequence",
+            NO_SUCH_PROPERTY,
+        );
         overflow.push(("amqp.group-sequence", AMQPValue::LongLongInt(i64::from(seq))));
     }
 
     // TODO(#4): a field table holds a name once; Kafka headers repeated under one name keep
     // only their last value here instead of travelling as a list with a recorded shape.
     for (name, value) in &envelope.headers {
+        note_value(ledger, name, value);
+        if headers.inner().contains_key(name.as_str()) {
+            ledger.dropped(
+                Field::Header(name),
+                "an earlier value of a repeated name",
+                "a field table holds a name once",
+            );
+        }
         headers.insert(header_name(name)?, to_amqp(value)?);
     }
     for (name, value) in overflow {
         headers.insert(ShortString::from(name), value);
     }
-    add_kafka_facts(&mut headers, envelope);
+    add_kafka_facts(&mut headers, envelope, ledger);
     Ok(props.with_headers(headers))
 }
 
+const TOO_LONG: &str = "a 0-9-1 short string holds 255 bytes";
+const TYPED_ID: &str = "0-9-1 ids are strings; the prefix restores the type";
+const FOREIGN_USER: &str = "RabbitMQ refuses a user id other than the connection's";
+const BYTES_ONLY: &str = "a 0-9-1 body is bytes";
+const NO_SUCH_PROPERTY: &str = "0-9-1 has no such property";
+
+fn durable_text(durable: Option<bool>) -> &'static str {
+    match durable {
+        Some(true) => "durable",
+        Some(false) => "transient",
+        None => "unset",
+    }
+}
+
+fn id_type(id: &MessageId) -> &'static str {
+    match id {
+        MessageId::String(_) => "string id",
+        MessageId::Ulong(_) => "ulong id",
+        MessageId::Uuid(_) => "uuid id",
+        MessageId::Binary(_) => "binary id",
+    }
+}
+
+/// Notes how a header value changes on its way into a field table.
+fn note_value(ledger: &mut Ledger, name: &str, value: &Value) {
+    let field = Field::Header(name);
+    match carrier_change(value) {
+        Some((true, from, to)) => ledger.coerced(field, from, to, "0-9-1 has no such type"),
+        Some((false, from, to)) => ledger.converted(field, from, to, "0-9-1 has no such type"),
+        None => {}
+    }
+}
+
+/// How a value changes in a field table, if it does: (lossy, from, to). Walks nested
+/// values without allocating.
+fn carrier_change(value: &Value) -> Option<(bool, &'static str, &'static str)> {
+    Some(match value {
+        Value::U8(_) => (true, "u8", "s (i16), type not kept"),
+        Value::U16(_) => (true, "u16", "I (i32), type not kept"),
+        Value::U32(_) => (true, "u32", "l (i64), type not kept"),
+        Value::U64(n) if i64::try_from(*n).is_ok() => (true, "u64", "l (i64), type not kept"),
+        Value::U64(_) => (true, "u64", "S (decimal text), type not kept"),
+        Value::Uuid(_) => (true, "uuid", "S (text), type not kept"),
+        Value::Timestamp(ms) if ms.rem_euclid(1000) == 0 && *ms >= 0 => {
+            (false, "timestamp (ms)", "T (s)")
+        }
+        Value::Timestamp(_) => (true, "timestamp (ms)", "T (s), milliseconds cut"),
+        Value::List(items) => return items.iter().find_map(carrier_change),
+        Value::Map(entries) => return entries.iter().find_map(|(_, v)| carrier_change(v)),
+        _ => return None,
+    })
+}
+
 /// A Kafka record's coordinates, so a 0-9-1 consumer can see where it came from.
-fn add_kafka_facts(headers: &mut FieldTable, envelope: &Envelope) {
+fn add_kafka_facts(headers: &mut FieldTable, envelope: &Envelope, ledger: &mut Ledger) {
     let origin = &envelope.origin;
     let Some(topic) = &origin.topic else { return };
     headers.insert("kafka-topic".into(), AMQPValue::LongString(LongString::from(topic.as_str())));
@@ -223,6 +351,12 @@ fn add_kafka_facts(headers: &mut FieldTable, envelope: &Envelope) {
         headers.insert("kafka-key".into(), bytes_value(key));
     }
     if envelope.body_is_null {
+        ledger.converted(
+            Field::Origin("tombstone"),
+            "null value",
+            "empty body + kafka-tombstone",
+            "a 0-9-1 body is never null",
+        );
         headers.insert("kafka-tombstone".into(), AMQPValue::Boolean(true));
     }
 }
@@ -232,13 +366,13 @@ enum IdOut {
     Header(AMQPValue),
 }
 
-fn encode_id(id: Option<&MessageId>) -> Option<IdOut> {
+fn encode_id(id: &MessageId) -> IdOut {
     // Non-string ids go as Qpid JMS writes them (`ID:AMQP_ULONG:5`), restorable later.
-    let text = id?.to_text();
-    Some(match ShortString::try_new(text.clone()) {
+    let text = id.to_text();
+    match ShortString::try_new(text.clone()) {
         Ok(s) => IdOut::Short(s),
         Err(_) => IdOut::Header(AMQPValue::LongString(LongString::from(text))),
-    })
+    }
 }
 
 fn ttl(p: &Properties) -> Option<u64> {
@@ -353,7 +487,7 @@ mod tests {
     fn milliseconds_survive_a_hop_through_0_9_1() {
         let mut env = Envelope::default();
         env.properties.creation_time_ms = Some(1_700_000_000_123);
-        let out = encode(&env, Persistence::Source, "guest").expect("encodes");
+        let out = encode(&env, Persistence::Source, "guest", &mut Ledger::all()).expect("encodes");
         assert_eq!(*out.timestamp(), Some(1_700_000_000));
         let back = decode(Vec::new(), &out, facts());
         assert_eq!(back.properties.creation_time_ms, Some(1_700_000_000_123));
@@ -365,7 +499,7 @@ mod tests {
         let props = BasicProperties::default().with_timestamp(1_700_000_000);
         let env = decode(Vec::new(), &props, facts());
         assert_eq!(env.properties.creation_time_ms, Some(1_700_000_000_000));
-        let out = encode(&env, Persistence::Source, "guest").expect("encodes");
+        let out = encode(&env, Persistence::Source, "guest", &mut Ledger::all()).expect("encodes");
         assert_eq!(*out.timestamp(), Some(1_700_000_000));
     }
 
@@ -389,7 +523,7 @@ mod tests {
             .with_app_id("shop".into())
             .with_cluster_id("c".into());
         let env = decode(b"{}".to_vec(), &props, facts());
-        let out = encode(&env, Persistence::Source, "guest").expect("encodes");
+        let out = encode(&env, Persistence::Source, "guest", &mut Ledger::all()).expect("encodes");
         assert_eq!(out, props);
         assert_eq!(&env.body[..], b"{}");
         assert_eq!(env.properties.ttl_ms, Some(60_000));
@@ -399,7 +533,7 @@ mod tests {
     fn a_foreign_user_id_moves_to_a_header_instead_of_closing_the_channel() {
         let mut env = Envelope::default();
         env.properties.user_id = Some(Bytes::from_static(b"svc"));
-        let out = encode(&env, Persistence::Source, "guest").expect("encodes");
+        let out = encode(&env, Persistence::Source, "guest", &mut Ledger::all()).expect("encodes");
         assert_eq!(*out.user_id(), None);
         let headers = out.headers().clone().unwrap_or_default();
         assert_eq!(headers.inner().get("amqp.user-id"), Some(&AMQPValue::LongString("svc".into())));
@@ -433,7 +567,7 @@ mod tests {
         let mut env = Envelope::default();
         let long = format!("application/{}", "x".repeat(300));
         env.properties.content_type = Some(long.clone());
-        let out = encode(&env, Persistence::Source, "guest").expect("encodes");
+        let out = encode(&env, Persistence::Source, "guest", &mut Ledger::all()).expect("encodes");
         let back = decode(Vec::new(), &out, facts());
         assert_eq!(back.properties.content_type, Some(long));
         assert!(back.headers.is_empty(), "{:?}", back.headers);
@@ -443,7 +577,7 @@ mod tests {
     fn long_ids_move_to_headers_instead_of_being_truncated() {
         let mut env = Envelope::default();
         env.properties.message_id = Some(MessageId::String("m".repeat(300)));
-        let out = encode(&env, Persistence::Source, "guest").expect("encodes");
+        let out = encode(&env, Persistence::Source, "guest", &mut Ledger::all()).expect("encodes");
         assert_eq!(*out.message_id(), None);
         let headers = out.headers().clone().unwrap_or_default();
         assert!(headers.inner().contains_key("amqp.message-id"));

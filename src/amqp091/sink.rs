@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 use super::codec;
 use crate::config::{Persistence, SecretUrl, secret::redact};
 use crate::connector::{DeliveryError, Pending, Sink};
-use crate::pipeline::{Envelope, Route};
+use crate::pipeline::{Envelope, Ledger, Route};
 use crate::telemetry::Health;
 
 pub struct Amqp091Sink {
@@ -125,13 +125,21 @@ impl Amqp091Sink {
 
 #[async_trait]
 impl Sink for Amqp091Sink {
-    async fn emit(&self, envelope: &Envelope, route: &Route) -> Result<Pending, DeliveryError> {
+    async fn emit(
+        &self,
+        envelope: &Envelope,
+        route: &Route,
+        ledger: &mut Ledger,
+    ) -> Result<Pending, DeliveryError> {
         let Route::Amqp091 { exchange, routing_key } = route else {
             return Err(DeliveryError::Encode(format!(
                 "an AMQP 0-9-1 sink cannot publish to {route:?}"
             )));
         };
-        let properties = codec::encode(envelope, self.persistence, &self.user)?;
+        let properties = codec::encode(envelope, self.persistence, &self.user, ledger)?;
+        if let Some(refused) = ledger.refusal() {
+            return Err(refused);
+        }
         // One publish at a time per channel: lapin numbers a publish for its confirm and puts
         // its frames on the wire in two steps, so two concurrent publishes (a retry beside
         // the bridge's next message) could swap numbers and confirm the wrong message.

@@ -26,7 +26,8 @@ use fe2o3_amqp::types::primitives::{
 use serde_json::Value as Json;
 
 use super::values::{from_amqp, from_simple, to_amqp, to_simple};
-use crate::pipeline::{BodyKind, Envelope, MessageId, Origin, Properties, Value, carry};
+use crate::pipeline::ledger::Field;
+use crate::pipeline::{BodyKind, Envelope, Ledger, MessageId, Origin, Properties, Value, carry};
 
 /// The annotation holding the types of application properties written as text.
 pub const TYPES_ANNOTATION: &str = "x-opt-portico-types";
@@ -179,10 +180,35 @@ fn structured(value: Value) -> (Bytes, BodyKind) {
     (text, kind)
 }
 
-/// Encodes an envelope for sending to `target`.
-pub fn encode(envelope: &Envelope, target: Target, to: &str) -> AmqpMessage {
+/// Encodes an envelope for sending to `target`, writing into `ledger` every value that does
+/// not cross as it was.
+pub fn encode(envelope: &Envelope, target: Target, to: &str, ledger: &mut Ledger) -> AmqpMessage {
     let p = &envelope.properties;
     let max_priority = if target.jms { 9 } else { u8::MAX };
+    if p.priority.is_some_and(|n| n > max_priority) {
+        ledger.coerced(
+            Field::Property("priority"),
+            "priority above 9",
+            "9",
+            "JMS priorities are 0-9",
+        );
+    }
+    if p.ttl_ms.is_some_and(|t| u32::try_from(t).is_err()) {
+        ledger.coerced(
+            Field::Property("ttl"),
+            "ttl over 2^32-1 ms",
+            "ttl 2^32-1 ms (about 49 days)",
+            "an AMQP 1.0 ttl is a uint",
+        );
+    }
+    if envelope.body_is_null {
+        ledger.coerced(
+            Field::Origin("tombstone"),
+            "null value",
+            "empty data section",
+            "an AMQP 1.0 body is never null",
+        );
+    }
     let header = Header {
         durable: p.durable.unwrap_or(false),
         priority: p.priority.unwrap_or(4).min(max_priority).into(),
@@ -202,24 +228,42 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str) -> AmqpMessage {
         names.filter(|n| target.jms && is_java_identifier(n)).collect();
     for (name, value) in &envelope.headers {
         if name.starts_with("x-") {
-            annotations.insert(OwnedKey::Symbol(Symbol::from(name.as_str())), to_amqp(value));
+            let key = OwnedKey::Symbol(Symbol::from(name.as_str()));
+            if annotations.insert(key, to_amqp(value)).is_some() {
+                ledger.dropped(Field::Header(name), "an earlier value of a repeated name", UNIQUE);
+            }
             continue;
         }
         let key = if target.jms && !is_java_identifier(name) {
+            ledger.converted(
+                Field::Header(name),
+                "name",
+                "JMS identifier + x-opt-portico-names",
+                "JMS property names are Java identifiers",
+            );
             let escaped = jms_name(name, |n| legal.contains(n) || renamed.contains_key(n));
             renamed.insert(escaped.clone(), Json::String(name.clone()));
             escaped
         } else {
             name.clone()
         };
-        match to_simple(value, target.jms) {
+        let earlier = match to_simple(value, target.jms) {
             Some(simple) => app.insert(key, simple),
             None => {
+                ledger.converted(
+                    Field::Header(name),
+                    value.type_name(),
+                    "string + x-opt-portico-types",
+                    "application properties hold simple values only",
+                );
                 let (text, shape) = as_text(value);
                 types.insert(key.clone(), shape);
                 app.insert(key, SimpleValue::String(text))
             }
         };
+        if earlier.is_some() {
+            ledger.dropped(Field::Header(name), "an earlier value of a repeated name", UNIQUE);
+        }
     }
     // 0-9-1 properties with no 1.0 field travel as application properties, restored later.
     let subject_from_type = target.jms && p.subject.is_none();
@@ -245,7 +289,7 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str) -> AmqpMessage {
             annotations.insert(key, AmqpValueT::String(Json::Object(map).to_string()));
         }
     }
-    let body = encode_body(envelope);
+    let body = encode_body(envelope, ledger);
     if target.jms {
         let kind = match &body {
             Body::Value(AmqpValue(AmqpValueT::String(_))) => JMS_TEXT,
@@ -270,18 +314,42 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str) -> AmqpMessage {
         header: Some(header),
         delivery_annotations: None,
         message_annotations: (!annotations.is_empty()).then_some(MessageAnnotations(annotations)),
-        properties: Some(encode_properties(p, target, to)),
+        properties: Some(encode_properties(p, target, to, ledger)),
         application_properties: (!app.is_empty()).then_some(ApplicationProperties(app)),
         body,
         footer: None,
     }
 }
 
-fn encode_properties(p: &Properties, target: Target, to: &str) -> AmqpProperties {
+const UNIQUE: &str = "AMQP 1.0 properties and annotations hold a name once";
+
+fn encode_properties(
+    p: &Properties,
+    target: Target,
+    to: &str,
+    ledger: &mut Ledger,
+) -> AmqpProperties {
+    for (field, value) in
+        [("content_type", &p.content_type), ("content_encoding", &p.content_encoding)]
+    {
+        if value.as_ref().is_some_and(|v| !v.is_ascii()) {
+            ledger.dropped(Field::Property(field), "non-ASCII text", "an AMQP 1.0 symbol is ASCII");
+        }
+    }
     // JMS reads JMSType from the subject; 0-9-1's `type` is the same idea.
     let subject = match (&p.subject, target.jms) {
         (Some(s), _) => Some(s.clone()),
-        (None, true) => p.message_type.clone(),
+        (None, true) => {
+            if p.message_type.is_some() {
+                ledger.converted(
+                    Field::Property("message_type"),
+                    "0-9-1 type",
+                    "subject (JMSType)",
+                    "JMS reads its type from the subject",
+                );
+            }
+            p.message_type.clone()
+        }
         (None, false) => None,
     };
     AmqpProperties {
@@ -337,17 +405,34 @@ fn add_origin(annotations: &mut OrderedMap<OwnedKey, AmqpValueT>, envelope: &Env
     }
 }
 
-fn encode_body(envelope: &Envelope) -> Body<AmqpValueT> {
+fn encode_body(envelope: &Envelope, ledger: &mut Ledger) -> Body<AmqpValueT> {
     let data = || Body::Data(vec![Data(Binary::from(envelope.body.to_vec()))].into());
+    let kind = envelope.body_kind.name();
     match &envelope.body_kind {
         BodyKind::Text => match std::str::from_utf8(&envelope.body) {
             Ok(text) => Body::Value(AmqpValue(AmqpValueT::String(text.to_owned()))),
-            Err(_) => data(),
+            Err(_) => {
+                ledger.coerced(
+                    Field::Body,
+                    "text that is not UTF-8",
+                    "data section",
+                    "an AMQP 1.0 string is UTF-8",
+                );
+                data()
+            }
         },
         BodyKind::Map { shape } | BodyKind::List { shape } => {
             match Value::from_text(&envelope.body, Some(shape)) {
                 Ok(value) => Body::Value(AmqpValue(to_amqp(&value))),
-                Err(_) => data(),
+                Err(_) => {
+                    ledger.coerced(
+                        Field::Body,
+                        kind,
+                        "data section",
+                        "the body does not match its recorded types",
+                    );
+                    data()
+                }
             }
         }
         // An empty payload is an empty data section, never amqp-value(null): that would read
@@ -439,7 +524,7 @@ mod tests {
         let mut env = Envelope::default();
         env.headers.push(("sig".into(), Value::Bytes(Bytes::from_static(&[0x01, 0xFF, 0x00]))));
         env.headers.push(("k".into(), Value::String("v".into())));
-        let message = encode(&env, jms(), "queue://q");
+        let message = encode(&env, jms(), "queue://q", &mut Ledger::all());
         let props = message.application_properties.as_ref().expect("app props");
         assert_eq!(props.0.get("sig"), Some(&SimpleValue::String("Af8A".into())));
         let back = decode(message, "queue://q");
@@ -455,7 +540,7 @@ mod tests {
         let mut env = Envelope { body: Bytes::from_static(b"hi"), ..Envelope::default() };
         env.body_kind = BodyKind::Text;
         env.properties.priority = Some(200);
-        let message = encode(&env, jms(), "queue://q.in");
+        let message = encode(&env, jms(), "queue://q.in", &mut Ledger::all());
         assert_eq!(message.header.as_ref().map(|h| h.priority.0), Some(9));
         let annotations = message.message_annotations.as_ref().expect("annotations");
         let get = |k: &str| annotations.0.get(&OwnedKey::Symbol(Symbol::from(k))).cloned();
@@ -473,7 +558,7 @@ mod tests {
         env.headers.push(("customer-id".into(), Value::String("c-1".into())));
         env.headers.push(("customer_id".into(), Value::String("other".into())));
         env.headers.push(("9lives".into(), Value::I32(9)));
-        let message = encode(&env, jms(), "queue://q");
+        let message = encode(&env, jms(), "queue://q", &mut Ledger::all());
         let props = message.application_properties.as_ref().expect("app props");
         let names: Vec<&String> = props.0.keys().collect();
         assert_eq!(names, ["customer_id_1", "customer_id", "_9lives"]);
@@ -487,7 +572,7 @@ mod tests {
     fn a_topic_reply_to_is_marked_for_jms() {
         let mut env = Envelope::default();
         env.properties.reply_to = Some("topic://t.replies".into());
-        let message = encode(&env, jms(), "queue://q.in");
+        let message = encode(&env, jms(), "queue://q.in", &mut Ledger::all());
         let annotations = message.message_annotations.expect("annotations");
         let key = OwnedKey::Symbol(Symbol::from(JMS_REPLY_TO));
         assert_eq!(annotations.0.get(&key), Some(&AmqpValueT::Byte(1)));
@@ -495,7 +580,12 @@ mod tests {
 
     #[test]
     fn an_empty_body_is_an_empty_data_section() {
-        let message = encode(&Envelope::default(), Target { jms: false, topic: None }, "a");
+        let message = encode(
+            &Envelope::default(),
+            Target { jms: false, topic: None },
+            "a",
+            &mut Ledger::all(),
+        );
         match message.body {
             Body::Data(sections) => assert_eq!(sections.len(), 1),
             other => panic!("expected one data section, got {other:?}"),

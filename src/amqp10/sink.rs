@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use super::codec::{self, Target};
 use crate::config::model::Amqp10Connection;
 use crate::connector::{DeliveryError, Pending, Sink};
-use crate::pipeline::{Envelope, Node, Route};
+use crate::pipeline::{Envelope, Ledger, Node, Route};
 use crate::telemetry::Health;
 
 pub struct Amqp10Sink {
@@ -95,7 +95,12 @@ async fn attach(
 
 #[async_trait]
 impl Sink for Amqp10Sink {
-    async fn emit(&self, envelope: &Envelope, route: &Route) -> Result<Pending, DeliveryError> {
+    async fn emit(
+        &self,
+        envelope: &Envelope,
+        route: &Route,
+        ledger: &mut Ledger,
+    ) -> Result<Pending, DeliveryError> {
         let Route::Amqp10 { name, node } = route else {
             return Err(DeliveryError::Encode(format!(
                 "an AMQP 1.0 sink cannot publish to {route:?}"
@@ -111,7 +116,10 @@ impl Sink for Amqp10Sink {
                 Node::Address => None,
             },
         };
-        let message = codec::encode(envelope, target, &address);
+        let message = codec::encode(envelope, target, &address, ledger);
+        if let Some(refused) = ledger.refusal() {
+            return Err(refused);
+        }
         let sendable = Sendable::builder().message(message).settled(false).build();
 
         let mut guard = self.state.lock().await;

@@ -98,6 +98,13 @@ impl Checker {
         }
         let rules = self.rules(&format!("{path}.set"), &bridge.set);
         let source = source?;
+        if bridge.strict && dead_letter.is_none() && matches!(source, SourceModel::Kafka { .. }) {
+            self.problem(
+                format!("{path}.strict"),
+                "a Kafka source cannot skip a record, so strict mode would stop the bridge at \
+                 the first lossy one: add a dead_letter",
+            );
+        }
         let default_in_flight = match &source {
             SourceModel::Amqp091 { prefetch, .. } => usize::from(*prefetch).max(1),
             SourceModel::Kafka { .. } => 1024,
@@ -118,6 +125,7 @@ impl Checker {
             max_in_flight,
             retry,
             rules,
+            strict: bridge.strict,
         })
     }
 

@@ -141,6 +141,10 @@ pub struct BridgeFile {
     /// Properties and headers to set on what the sink receives, from templates.
     #[serde(default)]
     pub set: BTreeMap<String, SetFile>,
+    /// Dead-letter (reason `lossy conversion`) every message the sink could not receive
+    /// without coercing or dropping a value, instead of sending it.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 /// A `set:` entry: a template for a property, or a map of header templates under `headers`.

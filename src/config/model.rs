@@ -96,6 +96,8 @@ pub struct BridgeModel {
     pub max_in_flight: usize,
     pub retry: RetryModel,
     pub rules: crate::pipeline::Rules,
+    /// Dead-letter every message that would lose a value on the way (`strict: true`).
+    pub strict: bool,
 }
 
 #[derive(Debug)]

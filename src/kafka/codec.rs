@@ -11,7 +11,8 @@ use bytes::Bytes;
 use rdkafka::message::{Header, Headers, OwnedHeaders, Timestamp};
 use serde_json::{Map as JsonMap, Value as Json};
 
-use crate::pipeline::{BodyKind, Envelope, MessageId, Origin, Value, carry};
+use crate::pipeline::ledger::Field;
+use crate::pipeline::{BodyKind, Envelope, Ledger, MessageId, Origin, Value, carry};
 
 /// The header holding the types of the other headers.
 pub const TYPES_HEADER: &str = "portico.types";
@@ -22,10 +23,12 @@ pub struct Encoded {
     pub timestamp: Option<i64>,
 }
 
-/// Builds headers and timestamp for `envelope`.
-pub fn encode(envelope: &Envelope) -> Encoded {
+/// Builds headers and timestamp for `envelope`, writing into `ledger` every value that does
+/// not cross as it was.
+pub fn encode(envelope: &Envelope, ledger: &mut Ledger) -> Encoded {
     let mut out = Writer::default();
     let p = &envelope.properties;
+    note_properties(envelope, ledger);
     out.text("content-type", p.content_type.as_deref());
     out.text("content-encoding", p.content_encoding.as_deref());
     out.id("amqp.message-id", p.message_id.as_ref());
@@ -47,7 +50,9 @@ pub fn encode(envelope: &Envelope) -> Encoded {
     out.number("amqp.group-sequence", p.group_sequence.map(i64::from));
     out.number("amqp.priority", p.priority.map(i64::from));
     out.text("amqp.durable", p.durable.map(|d| if d { "true" } else { "false" }));
-    out.number("amqp.expiration-ms", p.ttl_ms.and_then(|t| i64::try_from(t).ok()));
+    if let Some(ttl) = p.ttl_ms {
+        out.text("amqp.expiration-ms", Some(&ttl.to_string()));
+    }
     out.number("amqp.absolute-expiry-ms", p.absolute_expiry_ms);
     out.number("amqp.creation-time-ms", p.creation_time_ms);
     let origin = &envelope.origin;
@@ -62,9 +67,59 @@ pub fn encode(envelope: &Envelope) -> Encoded {
         out.text(carry::BODY_TYPES, envelope.body_kind.shape().map(|s| s.to_string()).as_deref());
     }
     for (name, value) in &envelope.headers {
+        if value.shape().is_some() {
+            ledger.converted(Field::Header(name), value.type_name(), "text + portico.types", TEXT);
+        }
         out.value(name, value);
     }
     Encoded { headers: out.finish(), timestamp: p.creation_time_ms.filter(|ms| *ms >= 0) }
+}
+
+const TEXT: &str = "Kafka header values are bytes; the type is recorded beside them";
+const NO_PROPERTIES: &str = "Kafka records have no properties";
+
+/// Kafka has no properties: each one set travels as a header.
+fn note_properties(envelope: &Envelope, ledger: &mut Ledger) {
+    let p = &envelope.properties;
+    let set = [
+        ("message_id", p.message_id.is_some()),
+        ("correlation_id", p.correlation_id.is_some()),
+        ("content_type", p.content_type.is_some()),
+        ("content_encoding", p.content_encoding.is_some()),
+        ("reply_to", p.reply_to.is_some()),
+        ("priority", p.priority.is_some()),
+        ("durable", p.durable.is_some()),
+        ("ttl", p.ttl_ms.is_some()),
+        ("absolute_expiry", p.absolute_expiry_ms.is_some()),
+        ("message_type", p.message_type.is_some()),
+        ("user_id", p.user_id.is_some()),
+        ("app_id", p.app_id.is_some()),
+        ("group_id", p.group_id.is_some()),
+        ("group_sequence", p.group_sequence.is_some()),
+        ("subject", p.subject.is_some()),
+        ("to", p.to.is_some()),
+        ("cluster_id", p.cluster_id.is_some()),
+        ("reply_to_group_id", p.reply_to_group_id.is_some()),
+    ];
+    for (field, _) in set.iter().filter(|(_, present)| *present) {
+        ledger.converted(Field::Property(field), "property", "amqp.* header", NO_PROPERTIES);
+    }
+    if let Some(ms) = p.creation_time_ms {
+        let to = if ms >= 0 {
+            "record timestamp + amqp.creation-time-ms"
+        } else {
+            "amqp.creation-time-ms (a record timestamp is never negative)"
+        };
+        ledger.converted(Field::Property("creation_time"), "timestamp (ms)", to, NO_PROPERTIES);
+    }
+    if envelope.body_kind != BodyKind::Bytes {
+        ledger.converted(
+            Field::Body,
+            "text, map or list body",
+            "bytes + amqp.body",
+            "a Kafka value is bytes",
+        );
+    }
 }
 
 #[derive(Default)]
@@ -180,7 +235,7 @@ mod tests {
     use rdkafka::message::BorrowedHeaders;
 
     fn round_trip(envelope: &Envelope) -> Envelope {
-        let encoded = encode(envelope);
+        let encoded = encode(envelope, &mut Ledger::all());
         let headers: &BorrowedHeaders = encoded.headers.as_borrowed();
         decode(
             Some(&envelope.body),
@@ -222,6 +277,13 @@ mod tests {
     }
 
     #[test]
+    fn a_ttl_beyond_i64_is_carried_not_dropped() {
+        let mut env = Envelope::default();
+        env.properties.ttl_ms = Some(u64::MAX);
+        assert_eq!(round_trip(&env).properties.ttl_ms, Some(u64::MAX));
+    }
+
+    #[test]
     fn header_text_is_readable_by_any_consumer() {
         let env = Envelope {
             headers: vec![
@@ -232,7 +294,7 @@ mod tests {
             ],
             ..Envelope::default()
         };
-        let encoded = encode(&env);
+        let encoded = encode(&env, &mut Ledger::all());
         let got: Vec<(String, Option<Vec<u8>>)> = encoded
             .headers
             .iter()

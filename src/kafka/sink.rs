@@ -13,7 +13,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use super::codec;
 use crate::config::KafkaConnection;
 use crate::connector::{DeliveryError, Disposition, Pending, Sink};
-use crate::pipeline::{Envelope, Route};
+use crate::pipeline::{Envelope, Ledger, Route};
 use crate::telemetry::Health;
 
 #[derive(Clone)]
@@ -113,12 +113,20 @@ impl KafkaSink {
 
 #[async_trait]
 impl Sink for KafkaSink {
-    async fn emit(&self, envelope: &Envelope, route: &Route) -> Result<Pending, DeliveryError> {
+    async fn emit(
+        &self,
+        envelope: &Envelope,
+        route: &Route,
+        ledger: &mut Ledger,
+    ) -> Result<Pending, DeliveryError> {
         let Route::Kafka { topic, key } = route else {
             return Err(DeliveryError::Encode(format!("a Kafka sink cannot publish to {route:?}")));
         };
+        let encoded = codec::encode(envelope, ledger);
+        if let Some(refused) = ledger.refusal() {
+            return Err(refused);
+        }
         self.check_topic(topic).await?;
-        let encoded = codec::encode(envelope);
         let mut record: FutureRecord<'_, str, [u8]> =
             FutureRecord::to(topic).headers(encoded.headers);
         if !envelope.body_is_null {

@@ -39,7 +39,7 @@ pub fn absorb(envelope: &mut Envelope, name: &str, value: &Value) -> bool {
         "amqp.group-sequence" => p.group_sequence = number().and_then(|n| u32::try_from(n).ok()),
         "amqp.priority" => p.priority = number().and_then(|n| u8::try_from(n).ok()),
         "amqp.durable" => p.durable = text().map(|t| t == "true"),
-        "amqp.expiration-ms" => p.ttl_ms = number().and_then(|n| u64::try_from(n).ok()),
+        "amqp.expiration-ms" => p.ttl_ms = text().and_then(|t| t.parse().ok()),
         "amqp.absolute-expiry-ms" => p.absolute_expiry_ms = number(),
         "amqp.creation-time-ms" => p.creation_time_ms = number(),
         BODY => {

@@ -1,14 +1,17 @@
 //! The translation pipeline: the canonical [`Envelope`], typed header values, routing
-//! templates and the [`Route`] a sink publishes to.
+//! templates, the [`Route`] a sink publishes to, and the [`Ledger`] of what a sink's
+//! encoding changed.
 
 pub mod carry;
 pub mod envelope;
+pub mod ledger;
 pub mod route;
 pub mod rules;
 pub mod template;
 pub mod value;
 
 pub use envelope::{BodyKind, Envelope, MessageId, Origin, Properties};
+pub use ledger::{Ledger, Note, NoteKind};
 pub use route::{Node, Route, RouteTemplate};
 pub use rules::Rules;
 pub use template::Template;

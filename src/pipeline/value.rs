@@ -139,7 +139,19 @@ impl Value {
         }
     }
 
-    fn inner_shape(&self) -> Json {
+    /// Rebuilds the value that `self` carried, from the shape recorded beside it. `self` is
+    /// the value as a narrower protocol read it back: a `u32` widened to `i64`, a uuid or a
+    /// `u64` as text, a timestamp as milliseconds, a list of such values.
+    pub fn restore(&self, shape: &Json) -> Option<Value> {
+        match (self, shape) {
+            (Value::Bytes(_), Json::String(tag)) if tag == "bytes" => Some(self.clone()),
+            (_, Json::String(tag)) => Value::parse_scalar(tag, &self.to_template_text()?),
+            _ => Value::from_json(&self.to_json(), shape),
+        }
+    }
+
+    /// The shape of a value inside a list or map, which always names its type.
+    pub fn inner_shape(&self) -> Json {
         match self {
             Value::String(_) => Json::String("string".to_owned()),
             Value::Null => Json::String("null".to_owned()),
@@ -237,6 +249,27 @@ impl Value {
             (Json::Number(n), Json::String(tag)) => Value::parse_scalar(tag, &n.to_string()),
             _ => None,
         }
+    }
+}
+
+/// The first element of a [`repeated`] shape.
+const REPEATED: &str = "*";
+
+/// The shape recorded for a header name that occurs more than once (Kafka allows it): the
+/// values travel as one list where the target holds a name once, and `["*", s1, s2, …]`
+/// says so, with the shape of each occurrence in order.
+pub fn repeated<'a>(values: impl Iterator<Item = &'a Value>) -> Json {
+    let shapes = values.map(Value::inner_shape);
+    Json::Array(std::iter::once(Json::String(REPEATED.to_owned())).chain(shapes).collect())
+}
+
+/// For a [`repeated`] shape, the shape of the list of its occurrences.
+pub fn occurrences(shape: &Json) -> Option<Json> {
+    match shape {
+        Json::Array(items) if items.first().and_then(Json::as_str) == Some(REPEATED) => {
+            Some(Json::Array(items[1..].to_vec()))
+        }
+        _ => None,
     }
 }
 

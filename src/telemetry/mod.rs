@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use metrics::{BridgeMetrics, Metrics};
+pub use metrics::{BridgeMetrics, LossyCounter, Metrics};
 
 /// The state of each part of each bridge, as `/readyz` reports it.
 #[derive(Default)]
