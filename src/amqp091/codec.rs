@@ -6,17 +6,26 @@
 //! value is exact either way. Timestamps are seconds on the wire and milliseconds in the
 //! envelope. A short string can hold 255 bytes: a longer value is carried in an `amqp.*`
 //! header instead of being truncated.
+//!
+//! A field table holds a name once and has no unsigned 64-bit, uuid or millisecond types.
+//! Such values travel as the nearest type that holds them (a name Kafka repeated as one
+//! array, a uuid as text, a timestamp in milliseconds as `l`), and the header
+//! `portico.types` records what they were, in the same form as on Kafka, so that reading the
+//! message back restores them exactly. Consumers that do not know it still read plain values.
 
 use bytes::Bytes;
 use lapin::BasicProperties;
 use lapin::types::{
     AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortString,
 };
+use serde_json::{Map as JsonMap, Value as Json};
 
 use crate::config::Persistence;
 use crate::connector::DeliveryError;
 use crate::pipeline::ledger::Field;
-use crate::pipeline::{BodyKind, Envelope, Ledger, MessageId, Origin, Properties, Value, carry};
+use crate::pipeline::{
+    BodyKind, Envelope, Ledger, MessageId, Origin, Properties, Value, carry, value,
+};
 
 /// What a 0-9-1 delivery tells besides its properties.
 pub struct DeliveryFacts<'a> {
@@ -48,13 +57,27 @@ pub fn decode(body: Vec<u8>, props: &BasicProperties, facts: DeliveryFacts<'_>) 
     let mut headers = Vec::new();
     let mut envelope = Envelope::default();
     if let Some(table) = props.headers() {
+        let types = recorded_types(table);
         for (name, value) in table.inner() {
+            let name = name.as_str();
+            if name == carry::TYPES {
+                continue;
+            }
             let value = from_amqp(value);
-            // Properties that an earlier hop could not fit into 0-9-1 come back from headers.
-            if !(name.as_str().starts_with("amqp.")
-                && carry::absorb(&mut envelope, name.as_str(), &value))
-            {
-                headers.push((name.as_str().to_owned(), value));
+            let Some(shape) = types.get(name) else {
+                // Properties that an earlier hop could not fit into 0-9-1 come back here.
+                if !(name.starts_with("amqp.") && carry::absorb(&mut envelope, name, &value)) {
+                    headers.push((name.to_owned(), value));
+                }
+                continue;
+            };
+            // A value whose recorded type does not fit is kept as it arrived.
+            match value::occurrences(shape).map(|list| value.restore(&list)) {
+                Some(Some(Value::List(items))) => {
+                    headers.extend(items.into_iter().map(|item| (name.to_owned(), item)));
+                }
+                Some(_) => headers.push((name.to_owned(), value)),
+                None => headers.push((name.to_owned(), value.restore(shape).unwrap_or(value))),
             }
         }
     }
@@ -76,6 +99,16 @@ pub fn decode(body: Vec<u8>, props: &BasicProperties, facts: DeliveryFacts<'_>) 
             redelivered: facts.redelivered,
             ..Origin::default()
         },
+    }
+}
+
+/// The `portico.types` record of a field table: header name → shape.
+fn recorded_types(table: &FieldTable) -> JsonMap<String, Json> {
+    match table.inner().get(carry::TYPES) {
+        Some(AMQPValue::LongString(text)) => {
+            serde_json::from_slice(text.as_bytes()).unwrap_or_default()
+        }
+        _ => JsonMap::new(),
     }
 }
 
@@ -209,18 +242,18 @@ pub fn encode(
         props = props.with_expiration(ShortString::from(ttl.to_string()));
     }
     if let Some(ms) = p.creation_time_ms {
-        let seconds = u64::try_from(ms.div_euclid(1000));
-        if seconds.is_err() {
-            ledger.coerced(
+        // 0-9-1 timestamps are whole seconds since 1970: keep the milliseconds beside them,
+        // and a time before 1970 (which no timestamp holds) only there.
+        match u64::try_from(ms.div_euclid(1000)) {
+            Ok(seconds) => props = props.with_timestamp(seconds),
+            Err(_) => ledger.converted(
                 Field::Property("creation_time"),
                 "timestamp before 1970",
-                "T 0",
+                "amqp.creation-time-ms",
                 "0-9-1 timestamps are unsigned",
-            );
+            ),
         }
-        props = props.with_timestamp(seconds.unwrap_or(0));
-        // 0-9-1 timestamps are whole seconds: keep the milliseconds beside them.
-        if ms.rem_euclid(1000) != 0 {
+        if !whole_seconds(ms) {
             ledger.converted(
                 Field::Property("creation_time"),
                 "timestamp (ms)",
@@ -263,21 +296,13 @@ pub fn encode(
         overflow.push(("amqp.group-sequence", AMQPValue::LongLongInt(i64::from(seq))));
     }
 
-    // TODO(#4): a field table holds a name once; Kafka headers repeated under one name keep
-    // only their last value here instead of travelling as a list with a recorded shape.
-    for (name, value) in &envelope.headers {
-        note_value(ledger, name, value);
-        if headers.inner().contains_key(name.as_str()) {
-            ledger.dropped(
-                Field::Header(name),
-                "an earlier value of a repeated name",
-                "a field table holds a name once",
-            );
-        }
-        headers.insert(header_name(name)?, to_amqp(value)?);
-    }
+    let types = encode_headers(&envelope.headers, &mut headers, ledger)?;
     for (name, value) in overflow {
         headers.insert(ShortString::from(name), value);
+    }
+    if !types.is_empty() {
+        let types = LongString::from(Json::Object(types).to_string());
+        headers.insert(ShortString::from(carry::TYPES), AMQPValue::LongString(types));
     }
     add_kafka_facts(&mut headers, envelope, ledger);
     Ok(props.with_headers(headers))
@@ -306,34 +331,76 @@ fn id_type(id: &MessageId) -> &'static str {
     }
 }
 
-/// Notes how a header value changes on its way into a field table.
-fn note_value(ledger: &mut Ledger, name: &str, value: &Value) {
-    let field = Field::Header(name);
-    match carrier_change(value) {
-        Some((true, from, to)) => ledger.coerced(field, from, to, "0-9-1 has no such type"),
-        Some((false, from, to)) => ledger.converted(field, from, to, "0-9-1 has no such type"),
-        None => {}
+/// Writes the application headers into `table` and returns the types to record beside
+/// them: a field table holds a name once and lacks some types, so a name Kafka repeated
+/// travels as one array, and a value 0-9-1 has no type for (unsigned, uuid, a timestamp in
+/// milliseconds) as the nearest type that holds it; `portico.types` restores both.
+fn encode_headers(
+    headers: &[(String, Value)],
+    table: &mut FieldTable,
+    ledger: &mut Ledger,
+) -> Result<JsonMap<String, Json>, DeliveryError> {
+    let mut types = JsonMap::new();
+    for (i, (name, value)) in headers.iter().enumerate() {
+        if table.inner().contains_key(name.as_str()) {
+            continue; // a later value of a repeated name, carried with the first
+        }
+        let mut later = headers[i + 1..].iter().filter(|(n, _)| n == name).peekable();
+        let carrier = if later.peek().is_some() {
+            ledger.converted(
+                Field::Header(name),
+                "a name repeated",
+                "A (one array) + portico.types",
+                "a field table holds a name once",
+            );
+            let values: Vec<Value> =
+                std::iter::once(value).chain(later.map(|(_, v)| v)).cloned().collect();
+            types.insert(name.clone(), value::repeated(values.iter()));
+            to_amqp(&Value::List(values))?
+        } else {
+            if let Some((from, to, typed)) = carrier_change(value) {
+                ledger.converted(Field::Header(name), from, to, "0-9-1 has no such type");
+                if typed {
+                    types.insert(name.clone(), value.shape().unwrap_or(Json::Null));
+                }
+            }
+            to_amqp(value)?
+        };
+        table.insert(header_name(name)?, carrier);
     }
+    Ok(types)
 }
 
-/// How a value changes in a field table, if it does: (lossy, from, to). Walks nested
-/// values without allocating.
-fn carrier_change(value: &Value) -> Option<(bool, &'static str, &'static str)> {
+/// How a value changes in a field table, if it does: (from, to, whether its type must be
+/// recorded to come back). Walks nested values without allocating.
+fn carrier_change(value: &Value) -> Option<(&'static str, &'static str, bool)> {
     Some(match value {
-        Value::U8(_) => (true, "u8", "s (i16), type not kept"),
-        Value::U16(_) => (true, "u16", "I (i32), type not kept"),
-        Value::U32(_) => (true, "u32", "l (i64), type not kept"),
-        Value::U64(n) if i64::try_from(*n).is_ok() => (true, "u64", "l (i64), type not kept"),
-        Value::U64(_) => (true, "u64", "S (decimal text), type not kept"),
-        Value::Uuid(_) => (true, "uuid", "S (text), type not kept"),
-        Value::Timestamp(ms) if ms.rem_euclid(1000) == 0 && *ms >= 0 => {
-            (false, "timestamp (ms)", "T (s)")
-        }
-        Value::Timestamp(_) => (true, "timestamp (ms)", "T (s), milliseconds cut"),
-        Value::List(items) => return items.iter().find_map(carrier_change),
-        Value::Map(entries) => return entries.iter().find_map(|(_, v)| carrier_change(v)),
+        Value::U8(_) => ("u8", "s (i16) + portico.types", true),
+        Value::U16(_) => ("u16", "I (i32) + portico.types", true),
+        Value::U32(_) => ("u32", "l (i64) + portico.types", true),
+        Value::U64(n) if i64::try_from(*n).is_ok() => ("u64", "l (i64) + portico.types", true),
+        Value::U64(_) => ("u64", "S (decimal text) + portico.types", true),
+        Value::Uuid(_) => ("uuid", "S (text) + portico.types", true),
+        Value::Timestamp(ms) if whole_seconds(*ms) => ("timestamp (ms)", "T (s)", false),
+        Value::Timestamp(_) => ("timestamp (ms)", "l (ms) + portico.types", true),
+        Value::List(items) => return nested_change(items.iter()),
+        Value::Map(entries) => return nested_change(entries.iter().map(|(_, v)| v)),
         _ => return None,
     })
+}
+
+/// The change of a list or map: the first typed one inside, else the first at all.
+fn nested_change<'a>(
+    values: impl Iterator<Item = &'a Value> + Clone,
+) -> Option<(&'static str, &'static str, bool)> {
+    let mut changes = values.filter_map(carrier_change);
+    let first = changes.clone().next()?;
+    Some(changes.find(|c| c.2).unwrap_or(first))
+}
+
+/// Whether a 0-9-1 timestamp (unsigned seconds) holds `ms` exactly.
+fn whole_seconds(ms: i64) -> bool {
+    ms >= 0 && ms % 1000 == 0
 }
 
 /// A Kafka record's coordinates, so a 0-9-1 consumer can see where it came from.
@@ -458,9 +525,12 @@ pub fn to_amqp(value: &Value) -> Result<AMQPValue, DeliveryError> {
         }
         Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
         Value::Bytes(b) => AMQPValue::ByteArray(ByteArray::from(b.to_vec())),
-        Value::Timestamp(ms) => {
-            AMQPValue::Timestamp(u64::try_from(ms.div_euclid(1000)).unwrap_or(0))
-        }
+        // A time a 0-9-1 timestamp cannot hold exactly goes as milliseconds; the encoder
+        // records its type.
+        Value::Timestamp(ms) => match u64::try_from(*ms / 1000) {
+            Ok(seconds) if whole_seconds(*ms) => AMQPValue::Timestamp(seconds),
+            _ => AMQPValue::LongLongInt(*ms),
+        },
         Value::Uuid(u) => AMQPValue::LongString(LongString::from(u.to_string())),
         Value::List(items) => AMQPValue::FieldArray(FieldArray::from(
             items.iter().map(to_amqp).collect::<Result<Vec<_>, _>>()?,
@@ -581,5 +651,84 @@ mod tests {
         assert_eq!(*out.message_id(), None);
         let headers = out.headers().clone().unwrap_or_default();
         assert!(headers.inner().contains_key("amqp.message-id"));
+    }
+
+    fn through_091(env: &Envelope) -> Envelope {
+        let out = encode(env, Persistence::Source, "guest", &mut Ledger::all()).expect("encodes");
+        decode(env.body.to_vec(), &out, facts())
+    }
+
+    fn sorted(mut headers: Vec<(String, Value)>) -> Vec<(String, Value)> {
+        // A field table orders names; values of one name keep their order.
+        headers.sort_by(|a, b| a.0.cmp(&b.0));
+        headers
+    }
+
+    #[test]
+    fn repeated_names_travel_as_one_array_and_come_back_apart() {
+        // K2R-11
+        let env = Envelope {
+            headers: vec![
+                ("tag".into(), Value::String("a".into())),
+                ("n".into(), Value::I32(1)),
+                ("tag".into(), Value::U32(7)),
+                ("tag".into(), Value::Null),
+            ],
+            ..Envelope::default()
+        };
+        let out = encode(&env, Persistence::Source, "guest", &mut Ledger::all()).expect("encodes");
+        let table = out.headers().clone().unwrap_or_default();
+        assert_eq!(
+            table.inner().get("tag"),
+            Some(&AMQPValue::FieldArray(FieldArray::from(vec![
+                AMQPValue::LongString("a".into()),
+                AMQPValue::LongLongInt(7),
+                AMQPValue::Void,
+            ])))
+        );
+        let back = decode(Vec::new(), &out, facts());
+        assert_eq!(sorted(back.headers), sorted(env.headers));
+    }
+
+    #[test]
+    fn types_0_9_1_lacks_come_back_exactly() {
+        // K2R-09, K2R-10, A2R-13
+        let uuid = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let env = Envelope {
+            headers: vec![
+                ("a".into(), Value::U8(255)),
+                ("b".into(), Value::U16(65535)),
+                ("c".into(), Value::U32(u32::MAX)),
+                ("d".into(), Value::U64(5)),
+                ("e".into(), Value::U64(u64::MAX)),
+                ("f".into(), Value::Uuid(uuid)),
+                ("g".into(), Value::Timestamp(1_700_000_000_123)),
+                ("h".into(), Value::Timestamp(-5000)),
+                (
+                    "i".into(),
+                    Value::List(vec![
+                        Value::U32(1),
+                        Value::Map(vec![("u".into(), Value::Uuid(uuid))]),
+                    ]),
+                ),
+                ("j".into(), Value::Timestamp(1_700_000_000_000)),
+                ("k".into(), Value::String("plain".into())),
+            ],
+            ..Envelope::default()
+        };
+        let back = through_091(&env);
+        assert_eq!(sorted(back.headers), sorted(env.headers));
+    }
+
+    #[test]
+    fn a_creation_time_before_1970_is_kept() {
+        // R2R-01
+        for ms in [-5000, -1, -1_700_000_000_123] {
+            let mut env = Envelope::default();
+            env.properties.creation_time_ms = Some(ms);
+            let back = through_091(&env);
+            assert_eq!(back.properties.creation_time_ms, Some(ms));
+            assert!(back.headers.is_empty(), "{:?}", back.headers);
+        }
     }
 }

@@ -27,6 +27,7 @@ use serde_json::Value as Json;
 
 use super::values::{from_amqp, from_simple, to_amqp, to_simple};
 use crate::pipeline::ledger::Field;
+use crate::pipeline::value::{occurrences, repeated};
 use crate::pipeline::{BodyKind, Envelope, Ledger, MessageId, Origin, Properties, Value, carry};
 
 /// The annotation holding the types of application properties written as text.
@@ -83,23 +84,36 @@ pub fn decode(message: AmqpMessage, address: &str) -> Envelope {
                 OwnedKey::Symbol(Symbol(s)) => s,
                 OwnedKey::Ulong(n) => n.to_string(),
             };
-            if name != TYPES_ANNOTATION && name != NAMES_ANNOTATION {
-                envelope.headers.push((name, from_amqp(&value)));
+            if name == TYPES_ANNOTATION || name == NAMES_ANNOTATION {
+                continue;
+            }
+            match (types.get(&name).and_then(occurrences), from_amqp(&value)) {
+                (Some(_), Value::List(each)) => {
+                    envelope.headers.extend(each.into_iter().map(|v| (name.clone(), v)));
+                }
+                (_, value) => envelope.headers.push((name, value)),
             }
         }
     }
     if let Some(props) = message.application_properties {
         for (name, value) in props.0 {
             let value = from_simple(&value);
-            let value = match (types.get(&name), &value) {
+            let shape = types.get(&name);
+            let name = match renamed.get(&name) {
+                Some(Json::String(original)) => original.clone(),
+                _ => name,
+            };
+            if let (Some(list), Value::String(text)) = (shape.and_then(occurrences), &value) {
+                if let Ok(Value::List(each)) = Value::from_text(text.as_bytes(), Some(&list)) {
+                    envelope.headers.extend(each.into_iter().map(|v| (name.clone(), v)));
+                    continue;
+                }
+            }
+            let value = match (shape, &value) {
                 (Some(shape), Value::String(text)) => {
                     Value::from_text(text.as_bytes(), Some(shape)).unwrap_or(value)
                 }
                 _ => value,
-            };
-            let name = match renamed.get(&name) {
-                Some(Json::String(original)) => original.clone(),
-                _ => name,
             };
             if !(name.starts_with("amqp.") && carry::absorb(&mut envelope, &name, &value)) {
                 envelope.headers.push((name, value));
@@ -226,11 +240,24 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str, ledger: &mut Ledger
     let names = envelope.headers.iter().map(|(n, _)| n.as_str());
     let legal: std::collections::HashSet<&str> =
         names.filter(|n| target.jms && is_java_identifier(n)).collect();
-    for (name, value) in &envelope.headers {
+    for (i, (name, value)) in envelope.headers.iter().enumerate() {
+        if envelope.headers[..i].iter().any(|(n, _)| n == name) {
+            continue; // a later value of a repeated name, carried with the first
+        }
+        let grouped = repeated_values(name, value, &envelope.headers[i + 1..]);
+        if grouped.is_some() {
+            ledger.converted(
+                Field::Header(name),
+                "a name repeated",
+                "one list + x-opt-portico-types",
+                UNIQUE,
+            );
+        }
+        let value = grouped.as_ref().unwrap_or(value);
         if name.starts_with("x-") {
-            let key = OwnedKey::Symbol(Symbol::from(name.as_str()));
-            if annotations.insert(key, to_amqp(value)).is_some() {
-                ledger.dropped(Field::Header(name), "an earlier value of a repeated name", UNIQUE);
+            annotations.insert(OwnedKey::Symbol(Symbol::from(name.as_str())), to_amqp(value));
+            if let Some(Value::List(each)) = &grouped {
+                types.insert(name.clone(), repeated(each.iter()));
             }
             continue;
         }
@@ -247,23 +274,26 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str, ledger: &mut Ledger
         } else {
             name.clone()
         };
-        let earlier = match to_simple(value, target.jms) {
-            Some(simple) => app.insert(key, simple),
-            None => {
-                ledger.converted(
-                    Field::Header(name),
-                    value.type_name(),
-                    "string + x-opt-portico-types",
-                    "application properties hold simple values only",
-                );
+        match (to_simple(value, target.jms), &grouped) {
+            (Some(simple), None) => app.insert(key, simple),
+            (_, grouped) => {
+                if grouped.is_none() {
+                    ledger.converted(
+                        Field::Header(name),
+                        value.type_name(),
+                        "string + x-opt-portico-types",
+                        "application properties hold simple values only",
+                    );
+                }
                 let (text, shape) = as_text(value);
+                let shape = match grouped {
+                    Some(Value::List(each)) => repeated(each.iter()),
+                    _ => shape,
+                };
                 types.insert(key.clone(), shape);
                 app.insert(key, SimpleValue::String(text))
             }
         };
-        if earlier.is_some() {
-            ledger.dropped(Field::Header(name), "an earlier value of a repeated name", UNIQUE);
-        }
     }
     // 0-9-1 properties with no 1.0 field travel as application properties, restored later.
     let subject_from_type = target.jms && p.subject.is_none();
@@ -322,6 +352,14 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str, ledger: &mut Ledger
 }
 
 const UNIQUE: &str = "AMQP 1.0 properties and annotations hold a name once";
+
+/// All values of a name that repeats (Kafka allows it), as one list; `None` when `name`
+/// does not occur again in `rest`.
+fn repeated_values(name: &str, first: &Value, rest: &[(String, Value)]) -> Option<Value> {
+    let mut more = rest.iter().filter(|(n, _)| n == name).map(|(_, v)| v).peekable();
+    more.peek()?;
+    Some(Value::List(std::iter::once(first).chain(more).cloned().collect()))
+}
 
 fn encode_properties(
     p: &Properties,
@@ -589,6 +627,35 @@ mod tests {
         match message.body {
             Body::Data(sections) => assert_eq!(sections.len(), 1),
             other => panic!("expected one data section, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_repeated_name_travels_as_one_value_and_comes_back_apart() {
+        // K2A-06
+        let env = Envelope {
+            headers: vec![
+                ("tag".into(), Value::String("a".into())),
+                ("x-seen".into(), Value::I64(1)),
+                ("tag".into(), Value::I32(1)),
+                ("tag-id".into(), Value::Bytes(Bytes::from_static(&[0xFF]))),
+                ("x-seen".into(), Value::String("b".into())),
+                ("tag-id".into(), Value::U64(u64::MAX)),
+            ],
+            ..Envelope::default()
+        };
+        for target in [jms(), Target { jms: false, topic: None }] {
+            let mut ledger = Ledger::all();
+            let message = encode(&env, target, "q", &mut ledger);
+            assert_eq!(ledger.lossy_notes().count(), 0, "{:?}", ledger.notes());
+            let back = decode(message, "q");
+            // The JMS annotations describe this hop, not the message.
+            let mut got: Vec<_> =
+                back.headers.into_iter().filter(|(n, _)| !n.starts_with("x-opt-jms-")).collect();
+            let mut want = env.headers.clone();
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            want.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(got, want, "jms: {}", target.jms);
         }
     }
 }

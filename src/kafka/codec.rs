@@ -12,10 +12,10 @@ use rdkafka::message::{Header, Headers, OwnedHeaders, Timestamp};
 use serde_json::{Map as JsonMap, Value as Json};
 
 use crate::pipeline::ledger::Field;
-use crate::pipeline::{BodyKind, Envelope, Ledger, MessageId, Origin, Value, carry};
+use crate::pipeline::{BodyKind, Envelope, Ledger, MessageId, Origin, Value, carry, value};
 
 /// The header holding the types of the other headers.
-pub const TYPES_HEADER: &str = "portico.types";
+pub const TYPES_HEADER: &str = carry::TYPES;
 
 /// One record as the encoder hands it to the producer.
 pub struct Encoded {
@@ -66,13 +66,19 @@ pub fn encode(envelope: &Envelope, ledger: &mut Ledger) -> Encoded {
         out.text(carry::BODY, Some(envelope.body_kind.name()));
         out.text(carry::BODY_TYPES, envelope.body_kind.shape().map(|s| s.to_string()).as_deref());
     }
-    for (name, value) in &envelope.headers {
-        if value.shape().is_some() {
+    for (i, (name, value)) in envelope.headers.iter().enumerate() {
+        if typed(value) {
             ledger.converted(Field::Header(name), value.type_name(), "text + portico.types", TEXT);
         }
-        out.value(name, value);
+        out.headers.push((name.to_owned(), value.to_text()));
+        out.record_type(name, value, &envelope.headers[..i], &envelope.headers[i + 1..]);
     }
     Encoded { headers: out.finish(), timestamp: p.creation_time_ms.filter(|ms| *ms >= 0) }
+}
+
+/// Whether a value needs its type recorded: everything but text and null.
+fn typed(value: &Value) -> bool {
+    !matches!(value, Value::String(_) | Value::Null)
 }
 
 const TEXT: &str = "Kafka header values are bytes; the type is recorded beside them";
@@ -153,6 +159,29 @@ impl Writer {
         self.headers.push((name.to_owned(), value.to_text()));
     }
 
+    /// Records the type of an application header, once per name: for a name that repeats,
+    /// one shape per value in order (`["*", …]`), so that each comes back with its own type.
+    fn record_type(
+        &mut self,
+        name: &str,
+        value: &Value,
+        before: &[(String, Value)],
+        after: &[(String, Value)],
+    ) {
+        if before.iter().any(|(n, _)| n == name) {
+            return;
+        }
+        let mut same = after.iter().filter(|(n, _)| n == name).map(|(_, v)| v).peekable();
+        if same.peek().is_none() {
+            if let Some(shape) = value.shape() {
+                self.types.insert(name.to_owned(), shape);
+            }
+        } else if typed(value) || same.clone().any(typed) {
+            let shape = value::repeated(std::iter::once(value).chain(same));
+            self.types.insert(name.to_owned(), shape);
+        }
+    }
+
     fn finish(self) -> OwnedHeaders {
         let mut headers = OwnedHeaders::new_with_capacity(self.headers.len() + 1);
         for (key, value) in &self.headers {
@@ -203,13 +232,25 @@ pub fn decode<H: Headers>(
         .and_then(|(_, v)| serde_json::from_slice(v.unwrap_or_default()).ok())
         .unwrap_or_default();
 
-    for (name, value) in raw {
+    for (i, &(name, value)) in raw.iter().enumerate() {
         if name == TYPES_HEADER {
             continue;
         }
+        // A name that repeats has one shape per value, in order.
+        let each;
+        let shape = match types.get(name) {
+            Some(shape) => match value::occurrences(shape) {
+                Some(Json::Array(list)) => {
+                    each = list;
+                    each.get(raw[..i].iter().filter(|(n, _)| *n == name).count())
+                }
+                _ => Some(shape),
+            },
+            None => None,
+        };
         let value = match value {
             None => Value::Null,
-            Some(bytes) => Value::from_text(bytes, types.get(name))
+            Some(bytes) => Value::from_text(bytes, shape)
                 .unwrap_or_else(|_| Value::from_text(bytes, None).unwrap_or(Value::Null)),
         };
         if !carry::absorb(&mut envelope, name, &value) {
@@ -274,6 +315,21 @@ mod tests {
         assert_eq!(back.properties, env.properties);
         assert_eq!(back.headers, env.headers);
         assert_eq!(back.body, env.body);
+    }
+
+    #[test]
+    fn a_repeated_name_keeps_the_type_of_each_value() {
+        // K2K-01
+        let env = Envelope {
+            headers: vec![
+                ("h".into(), Value::String("5".into())),
+                ("h".into(), Value::I32(5)),
+                ("g".into(), Value::Bool(true)),
+                ("h".into(), Value::Bytes(Bytes::from_static(b"5"))),
+            ],
+            ..Envelope::default()
+        };
+        assert_eq!(round_trip(&env).headers, env.headers);
     }
 
     #[test]

@@ -7,6 +7,10 @@
 use super::envelope::{BodyKind, Envelope, MessageId};
 use super::value::Value;
 
+/// The header recording the types of headers whose carrier does not say them (Kafka,
+/// where every value is bytes; 0-9-1, for the types a field table lacks): a JSON object of
+/// header name → shape (see [`crate::pipeline::value`]).
+pub const TYPES: &str = "portico.types";
 /// The kind of body (`text`, `map`, `list`) when it is not plain bytes.
 pub const BODY: &str = "amqp.body";
 /// The shape of a map or list body.
