@@ -13,18 +13,27 @@ pub mod sink;
 pub mod source;
 pub mod topology;
 
+use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 
 use crate::config::{SecretUrl, secret::redact};
 
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// The largest frame asked for when the URL does not say (`?frame_max=`). lapin keeps a
+/// receive and a send buffer of 32 frames per connection; at RabbitMQ's default of 128 KiB
+/// that is 8 MiB per connection, at 16 KiB it is 1 MiB. A larger body is only split into
+/// more frames.
+const FRAME_MAX: u32 = 16 * 1024;
+
 /// Opens a connection named after its role, so the broker's management UI tells them apart.
 async fn connect(url: &SecretUrl, role: &str) -> Result<Connection, String> {
     let properties =
         ConnectionProperties::default().with_connection_name(format!("portico {role}").into());
+    let mut uri: AMQPUri = url.expose().parse().map_err(|e| redact(&format!("{url}: {e}")))?;
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
     // A broker that accepts TCP but never answers must not hold a bridge forever.
-    let connecting = Connection::connect(url.expose(), properties);
+    let connecting = Connection::connect_uri(uri, properties);
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(connected) => connected.map_err(|e| redact(&format!("{url}: {e}"))),
         Err(_) => Err(format!("{url}: no answer within {CONNECT_TIMEOUT:?}")),

@@ -206,6 +206,9 @@ impl KafkaSource {
                 // Every 100 ms: a crash replays what was confirmed since the last commit.
                 ("auto.commit.interval.ms", "100"),
                 ("enable.partition.eof", "false"),
+                // librdkafka fetches ahead up to 64 MiB per partition by default; 4 MiB still
+                // keeps thousands of records of a few KiB ready while bounding memory.
+                ("queued.max.messages.kbytes", "4096"),
             ],
         );
         let consumer: Client = config
