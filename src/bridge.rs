@@ -17,7 +17,6 @@ use crate::backoff::{Backoff, pause};
 use crate::config::model::RetryModel;
 use crate::connector::{DeliveryError, Disposition, Pending, Received, Sink, Source};
 use crate::deadletter::{DeadLetter, Failure, Stage};
-use crate::pipeline::route::TranslateError;
 use crate::pipeline::{Envelope, Ledger, Route, RouteTemplate, Rules};
 use crate::telemetry::{BridgeMetrics, Health, RateLimit};
 
@@ -170,7 +169,6 @@ impl Shared {
         let translated = self
             .rules
             .apply(&work.received.envelope)
-            .map_err(TranslateError::from)
             .and_then(|outgoing| {
                 let route = route.resolve(outgoing.as_ref().unwrap_or(&work.received.envelope))?;
                 Ok((outgoing, route))

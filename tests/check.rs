@@ -65,7 +65,7 @@ bridges:
             "{file}:9:25: bridges[0].sink.connection: unknown connection \"kafka\"; defined connections: rabbit"
         ),
         format!(
-            "{file}:9:39: bridges[0].sink.topic: template \"x.{{routingkey}}\": unknown variable {{routingkey}}; use one of {{routing_key}}, {{exchange}}, {{queue}}, {{topic}}, {{partition}}, {{key}}, {{message_id}}, {{correlation_id}}, {{subject}}, {{address}} or {{header.NAME}}"
+            "{file}:9:39: bridges[0].sink.topic: template \"x.{{routingkey}}\": unknown variable {{routingkey}}; use one of {{routing_key}}, {{exchange}}, {{queue}}, {{topic}}, {{partition}}, {{key}}, {{message_id}}, {{correlation_id}}, {{subject}}, {{address}}, {{type}}, {{reply_to}}, {{content_type}}, {{group_id}}, {{app_id}} or {{header.NAME}}"
         ),
         format!("{file}:10:11: bridges[1].name: duplicate bridge name \"a\""),
         format!(
@@ -88,7 +88,7 @@ fn unknown_fields_and_wrong_types_point_at_the_field() {
     assert_eq!(
         stderr.trim_end(),
         format!(
-            "{}:4:5: bridges[0].sourc: unknown field `sourc`, expected one of `name`, `source`, `sink`, `dead_letter`, `max_in_flight`, `retry`, `set`, `strict`",
+            "{}:4:5: bridges[0].sourc: unknown field `sourc`, expected one of `name`, `source`, `sink`, `dead_letter`, `max_in_flight`, `retry`, `set`, `strict`, `move`, `rename`, `drop`, `body`",
             path.display()
         )
     );
@@ -230,4 +230,66 @@ bridges:
     let (code, _, stderr) = check(&path);
     assert_eq!(code, 2);
     assert!(stderr.contains(":7:13: bridges[0].strict: invalid type"), "{stderr}");
+}
+
+#[test]
+fn mapping_rule_errors_point_at_their_field() {
+    let path = write(
+        "rules.yaml",
+        "\
+connections:
+  rabbit: { protocol: amqp091, url: \"amqp://guest:guest@127.0.0.1:5672/%2f\" }
+  kafka: { protocol: kafka, brokers: \"127.0.0.1:9092\" }
+bridges:
+  - name: to-kafka
+    source: { connection: rabbit, queue: q }
+    sink: { connection: kafka, topic: t, partition: -1, timestamp: header. }
+    set: { priority: \"{header.prio}\", colour: red }
+    move: { correlation_id: header.corr, header.a: header.b, header.c: reply }
+    rename: { headers: { old: \"\" } }
+    drop: { headers: [\"x-*-trace\", ok, \"pre*\"], properties: [reply_to, replyTo] }
+    body: { to: json, charset: klingon }
+  - name: to-rabbit
+    source: { connection: kafka, topics: [t], group: g }
+    sink: { connection: rabbit, exchange: \"\", routing_key: q, partition: 1 }
+    body: { to: string }
+",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    let file = path.display();
+    let expected = [
+        format!("{file}:7:53: bridges[0].sink.partition: -1: a partition is a number >= 0"),
+        format!(
+            "{file}:7:68: bridges[0].sink.timestamp: \"header.\": use `creation_time`, `now` or `header.NAME`"
+        ),
+        format!(
+            "{file}:8:47: bridges[0].set.colour: unknown property; use one of message_id, correlation_id, subject, type, reply_to, content_type, content_encoding, group_id, app_id, user_id, priority, creation_time, expiration or headers"
+        ),
+        format!(
+            "{file}:9:52: bridges[0].move.header.a: move a property to a header (`correlation_id: header.corr`) or a header to a property (`header.corr: correlation_id`); use rename for headers"
+        ),
+        format!(
+            "{file}:9:72: bridges[0].move.header.c: \"reply\": write header.NAME or one of the properties message_id, correlation_id, subject, type, reply_to, content_type, content_encoding, group_id, app_id, user_id, priority, creation_time, expiration"
+        ),
+        format!("{file}:10:31: bridges[0].rename.headers.old: a header name has 1 to 255 bytes"),
+        format!(
+            "{file}:11:23: bridges[0].drop.headers[0]: \"x-*-trace\": write a header name, or a prefix ending in `*` (`x-trace-*`)"
+        ),
+        format!(
+            "{file}:11:72: bridges[0].drop.properties[1]: unknown property \"replyTo\"; use one of message_id, correlation_id, subject, type, reply_to, content_type, content_encoding, group_id, app_id, user_id, priority, creation_time, expiration"
+        ),
+        format!(
+            "{file}:12:32: bridges[0].body.charset: unknown charset \"klingon\": use utf-8, iso-8859-1, us-ascii or another label of the WHATWG Encoding Standard (windows-1252, shift_jis, …)"
+        ),
+        format!(
+            "{file}:12:32: bridges[0].body.charset: a charset applies to `to: text` or `to: bytes`, not \"json\""
+        ),
+        format!(
+            "{file}:15:74: bridges[1].sink.partition: `partition` does not apply to amqp091 connections (use `routing_key`)"
+        ),
+        format!("{file}:16:17: bridges[1].body.to: \"string\": use text, bytes, json, map or list"),
+    ];
+    let got: Vec<&str> = stderr.lines().collect();
+    assert_eq!(got, expected);
 }

@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::file::{BridgeFile, File, SetFile, TemplateFile};
+use super::file::{BridgeFile, File, TemplateFile};
 use super::load::Problem;
 use super::model::{BridgeModel, ConnectionModel, Model, RetryModel, SourceModel};
 use super::position::Positions;
+use super::rules::RuleFiles;
 use crate::pipeline::route::FilterMissing;
-use crate::pipeline::rules::Field;
-use crate::pipeline::{RouteTemplate, Rules, Template};
+use crate::pipeline::{RouteTemplate, Template};
 
 pub(super) struct Checker {
     pub(super) positions: Positions,
@@ -96,7 +96,16 @@ impl Checker {
         if !(1.0..=10.0).contains(&retry.multiplier) {
             self.problem(format!("{path}.retry.multiplier"), "must be between 1.0 and 10.0");
         }
-        let rules = self.rules(&format!("{path}.set"), &bridge.set);
+        let rules = self.rules(
+            path,
+            RuleFiles {
+                set: &bridge.set,
+                moves: &bridge.moves,
+                rename: &bridge.rename,
+                drop: &bridge.drop,
+                body: bridge.body.as_ref(),
+            },
+        );
         let source = source?;
         if bridge.strict && dead_letter.is_none() && matches!(source, SourceModel::Kafka { .. }) {
             self.problem(
@@ -127,44 +136,6 @@ impl Checker {
             rules,
             strict: bridge.strict,
         })
-    }
-
-    fn rules(&mut self, path: &str, set: &BTreeMap<String, SetFile>) -> Rules {
-        let mut rules = Rules::default();
-        for (name, entry) in set {
-            let at = format!("{path}.{name}");
-            match (name.as_str(), entry) {
-                ("headers", SetFile::Headers(headers)) => {
-                    for (header, template) in headers {
-                        if let Some(t) = self.template(&format!("{at}.{header}"), template) {
-                            rules.headers.push((header.clone(), t));
-                        }
-                    }
-                }
-                (_, SetFile::Template(template)) => {
-                    match Field::NAMES.iter().find(|(n, _)| n == name) {
-                        Some((_, field)) => {
-                            if let Some(t) = self.template(&at, template) {
-                                rules.properties.push((*field, t));
-                            }
-                        }
-                        None => {
-                            let known: Vec<_> = Field::NAMES.iter().map(|(n, _)| *n).collect();
-                            let message = format!(
-                                "unknown property; use one of {} or headers",
-                                known.join(", ")
-                            );
-                            self.problem(at, message);
-                        }
-                    }
-                }
-                _ => self.problem(
-                    at,
-                    "expected a template, or a map of header templates under `headers`",
-                ),
-            }
-        }
-        rules
     }
 
     /// A route without variables is the same for every message: check it now rather than

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::check::Checker;
-use super::file::{ConnectionFile, Protocol, SinkFile, SourceFile};
+use super::file::{ConnectionFile, PartitionFile, Protocol, SinkFile, SourceFile};
 use super::model::{
     Amqp10Connection, Amqp091Connection, ConnectionModel, Flavor, KafkaConnection, Persistence,
     SinkModel, SourceModel,
 };
-use crate::pipeline::{Node, RouteTemplate, Template};
+use crate::pipeline::{Node, RecordTime, RouteTemplate, Template};
 
 /// librdkafka settings that at-least-once delivery depends on, which `options` may not change.
 const GUARANTEED: &[&str] = &[
@@ -262,6 +262,8 @@ impl Checker {
                     "exchange and routing_key",
                 );
                 self.forbid(path, "key", sink.key.is_some(), "amqp091", "routing_key");
+                self.forbid(path, "partition", sink.partition.is_some(), "amqp091", "routing_key");
+                self.forbid(path, "timestamp", sink.timestamp.is_some(), "amqp091", "set");
                 self.forbid(path, "queue", sink.queue.is_some(), "amqp091", "routing_key");
                 self.forbid(path, "address", sink.address.is_some(), "amqp091", "exchange");
                 let Some(exchange) = sink.exchange else {
@@ -317,11 +319,48 @@ impl Checker {
                     Some(key) => Some(self.template(&format!("{path}.key"), key)?),
                     None => None,
                 };
+                let partition = self.partition(&format!("{path}.partition"), &sink.partition);
+                let time = self.record_time(&format!("{path}.timestamp"), sink.timestamp);
                 Some(SinkModel::Kafka {
                     connection: conn.kafka.clone()?,
-                    route: RouteTemplate::Kafka { topic: topic?, key },
+                    route: RouteTemplate::Kafka { topic: topic?, key, partition: partition?, time },
                 })
             }
+        }
+    }
+
+    /// A Kafka partition: a number, or a template rendering one per message.
+    fn partition(
+        &mut self,
+        path: &str,
+        partition: &Option<PartitionFile>,
+    ) -> Option<Option<Template>> {
+        match partition {
+            None => Some(None),
+            Some(PartitionFile::Number(n)) if (0..=i64::from(i32::MAX)).contains(n) => {
+                Template::parse(&n.to_string(), None).ok().map(Some)
+            }
+            Some(PartitionFile::Number(n)) => {
+                self.problem(path.to_owned(), format!("{n}: a partition is a number >= 0"));
+                None
+            }
+            Some(PartitionFile::Template(t)) => self.template(path, t).map(Some),
+        }
+    }
+
+    /// Where a Kafka record's timestamp comes from.
+    fn record_time(&mut self, path: &str, written: Option<String>) -> RecordTime {
+        match written.as_deref() {
+            None | Some("creation_time") => RecordTime::Creation,
+            Some("now") => RecordTime::Now,
+            Some(other) => match other.strip_prefix("header.").filter(|h| !h.is_empty()) {
+                Some(header) => RecordTime::Header(header.to_owned()),
+                None => {
+                    let message = format!("{other:?}: use `creation_time`, `now` or `header.NAME`");
+                    self.problem(path.to_owned(), message);
+                    RecordTime::Creation
+                }
+            },
         }
     }
 
@@ -438,6 +477,8 @@ impl Checker {
             ("routing_key", sink.routing_key.is_some()),
             ("key", sink.key.is_some()),
             ("persistent", sink.persistent.is_some()),
+            ("partition", sink.partition.is_some()),
+            ("timestamp", sink.timestamp.is_some()),
         ] {
             self.forbid(path, field, present, "amqp10", "queue, topic or address");
         }

@@ -145,6 +145,44 @@ pub struct BridgeFile {
     /// without coercing or dropping a value, instead of sending it.
     #[serde(default)]
     pub strict: bool,
+    /// Moves between properties and headers: `correlation_id: header.corr` or back.
+    #[serde(default, rename = "move")]
+    pub moves: BTreeMap<String, String>,
+    /// Header renames.
+    #[serde(default)]
+    pub rename: RenameFile,
+    /// Headers and properties the sink does not receive.
+    #[serde(default)]
+    pub drop: DropFile,
+    /// What the body becomes.
+    pub body: Option<BodyFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameFile {
+    /// Old name → new name.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropFile {
+    /// Header names; a trailing `*` matches every name with that prefix.
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub properties: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BodyFile {
+    /// `text`, `bytes`, `json`, `map` or `list`.
+    pub to: String,
+    /// For `text`: the charset the bytes are in; for `bytes`: the charset to write.
+    pub charset: Option<String>,
 }
 
 /// A `set:` entry: a template for a property, or a map of header templates under `headers`.
@@ -196,6 +234,18 @@ pub struct SinkFile {
     pub address: Option<TemplateFile>,
     /// Kafka: the record key.
     pub key: Option<TemplateFile>,
+    /// Kafka: the partition, a number or a template rendering one (default: from the key).
+    pub partition: Option<PartitionFile>,
+    /// Kafka: the record timestamp: `creation_time` (default), `now` or `header.NAME`.
+    pub timestamp: Option<String>,
+}
+
+/// A partition written as a number or as a template.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a partition number, or a template such as \"{header.partition}\"")]
+pub enum PartitionFile {
+    Number(i64),
+    Template(TemplateFile),
 }
 
 /// A template, either as a plain string or with a default for values missing at run time.

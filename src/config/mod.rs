@@ -12,6 +12,7 @@ pub mod file;
 mod load;
 pub mod model;
 mod position;
+mod rules;
 pub mod secret;
 
 pub use load::{ConfigError, Problem, load, load_str};

@@ -119,7 +119,7 @@ impl Sink for KafkaSink {
         route: &Route,
         ledger: &mut Ledger,
     ) -> Result<Pending, DeliveryError> {
-        let Route::Kafka { topic, key } = route else {
+        let Route::Kafka { topic, key, partition, timestamp } = route else {
             return Err(DeliveryError::Encode(format!("a Kafka sink cannot publish to {route:?}")));
         };
         let encoded = codec::encode(envelope, ledger);
@@ -135,8 +135,11 @@ impl Sink for KafkaSink {
         if let Some(key) = key {
             record = record.key(key.as_str());
         }
-        if let Some(ms) = encoded.timestamp {
-            record = record.timestamp(ms);
+        if let Some(partition) = partition {
+            record = record.partition(*partition);
+        }
+        if let Some(ms) = timestamp {
+            record = record.timestamp(*ms);
         }
         loop {
             match self.producer.send_result(record) {
@@ -214,6 +217,7 @@ fn classify(error: KafkaError) -> DeliveryError {
             | C::InvalidTopic
             | C::UnknownTopic
             | C::PolicyViolation
+            | C::UnknownPartition
             | C::InvalidRequiredAcks,
         ) => DeliveryError::Refused(text),
         _ => DeliveryError::Transient(text),

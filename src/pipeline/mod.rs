@@ -3,6 +3,7 @@
 //! encoding changed.
 
 pub mod carry;
+pub mod charset;
 pub mod envelope;
 pub mod ledger;
 pub mod route;
@@ -12,7 +13,7 @@ pub mod value;
 
 pub use envelope::{BodyKind, Envelope, MessageId, Origin, Properties};
 pub use ledger::{Ledger, Note, NoteKind};
-pub use route::{Node, Route, RouteTemplate};
+pub use route::{Node, RecordTime, Route, RouteTemplate};
 pub use rules::Rules;
 pub use template::Template;
 pub use value::Value;

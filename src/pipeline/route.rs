@@ -2,6 +2,7 @@
 
 use super::envelope::Envelope;
 use super::template::{MissingValue, Template};
+use super::value::Value;
 
 /// AMQP 0-9-1 short strings (exchange, routing key) hold at most 255 bytes.
 pub const SHORT_STRING_MAX: usize = 255;
@@ -18,6 +19,10 @@ pub enum Route {
     Kafka {
         topic: String,
         key: Option<String>,
+        /// `None` lets the producer's partitioner choose from the key.
+        partition: Option<i32>,
+        /// The record timestamp in ms; `None` lets the producer stamp the send time.
+        timestamp: Option<i64>,
     },
     /// A node name; the sink spells it as its broker's address (see [`Node`]).
     Amqp10 {
@@ -39,8 +44,20 @@ pub enum Node {
 #[derive(Clone, Debug)]
 pub enum RouteTemplate {
     Amqp091 { exchange: Template, routing_key: Template },
-    Kafka { topic: Template, key: Option<Template> },
+    Kafka { topic: Template, key: Option<Template>, partition: Option<Template>, time: RecordTime },
     Amqp10 { name: Template, node: Node },
+}
+
+/// Where a Kafka record's timestamp comes from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum RecordTime {
+    /// The message's creation time (the 0-9-1 timestamp, the AMQP 1.0 creation-time).
+    #[default]
+    Creation,
+    /// None: the producer stamps the time of sending.
+    Now,
+    /// A header holding milliseconds since the epoch (a timestamp, a number or its text).
+    Header(String),
 }
 
 /// Why a message has no valid destination. Always permanent: the same message would fail
@@ -57,6 +74,12 @@ pub enum TranslateError {
     InvalidTopic(String),
     #[error("the address template rendered an empty address")]
     EmptyAddress,
+    #[error("invalid Kafka partition {0:?}: the partition template must render a number >= 0")]
+    InvalidPartition(String),
+    #[error("invalid record timestamp in header {0:?}: {1}")]
+    InvalidTimestamp(String, String),
+    #[error("{0}")]
+    Untranslatable(String),
 }
 
 impl TranslateError {
@@ -68,6 +91,9 @@ impl TranslateError {
             TranslateError::ExchangeTooLong(_) => "exchange name too long",
             TranslateError::InvalidTopic(_) => "invalid topic",
             TranslateError::EmptyAddress => "empty address",
+            TranslateError::InvalidPartition(_) => "invalid partition",
+            TranslateError::InvalidTimestamp(..) => "invalid timestamp",
+            TranslateError::Untranslatable(_) => "untranslatable",
         }
     }
 }
@@ -101,13 +127,24 @@ impl RouteTemplate {
                 }
                 Ok(Route::Amqp091 { exchange, routing_key })
             }
-            RouteTemplate::Kafka { topic, key } => {
+            RouteTemplate::Kafka { topic, key, partition, time } => {
                 let topic = topic.render(envelope)?;
                 if !valid_topic(&topic) {
                     return Err(TranslateError::InvalidTopic(topic));
                 }
                 let key = key.as_ref().map(|k| k.render(envelope)).transpose()?;
-                Ok(Route::Kafka { topic, key })
+                let partition = match partition {
+                    Some(template) => {
+                        let text = template.render(envelope)?;
+                        match text.trim().parse::<i32>() {
+                            Ok(n) if n >= 0 => Some(n),
+                            _ => return Err(TranslateError::InvalidPartition(text)),
+                        }
+                    }
+                    None => None,
+                };
+                let timestamp = time.resolve(envelope)?;
+                Ok(Route::Kafka { topic, key, partition, timestamp })
             }
             RouteTemplate::Amqp10 { name, node } => {
                 let name = name.render(envelope)?;
@@ -115,6 +152,38 @@ impl RouteTemplate {
                     return Err(TranslateError::EmptyAddress);
                 }
                 Ok(Route::Amqp10 { name, node: *node })
+            }
+        }
+    }
+}
+
+impl RecordTime {
+    /// The record timestamp for `envelope`; `None` lets the producer stamp it.
+    fn resolve(&self, envelope: &Envelope) -> Result<Option<i64>, TranslateError> {
+        match self {
+            // Kafka has no timestamps before the epoch: -1 means "none".
+            RecordTime::Creation => Ok(envelope.properties.creation_time_ms.filter(|ms| *ms >= 0)),
+            RecordTime::Now => Ok(None),
+            RecordTime::Header(name) => {
+                let missing = || MissingValue {
+                    template: format!("timestamp: header.{name}"),
+                    variable: format!("header.{name}"),
+                };
+                let value = envelope.header(name).ok_or_else(missing)?;
+                let invalid =
+                    |why: &str| TranslateError::InvalidTimestamp(name.clone(), why.into());
+                let ms = match value {
+                    Value::Timestamp(ms) => *ms,
+                    Value::Null => return Err(missing().into()),
+                    other => other
+                        .to_template_text()
+                        .and_then(|t| t.trim().parse::<i64>().ok())
+                        .ok_or_else(|| invalid("not milliseconds since the epoch"))?,
+                };
+                if ms < 0 {
+                    return Err(invalid("before 1970"));
+                }
+                Ok(Some(ms))
             }
         }
     }
@@ -157,6 +226,8 @@ mod tests {
         let route = RouteTemplate::Kafka {
             topic: Template::parse("orders.{routing_key}", None).expect("parses"),
             key: None,
+            partition: None,
+            time: RecordTime::Creation,
         };
         let mut env = Envelope::default();
         env.origin.routing_key = Some("a/b".into());
@@ -164,7 +235,61 @@ mod tests {
         env.origin.routing_key = Some("created".into());
         assert_eq!(
             route.resolve(&env),
-            Ok(Route::Kafka { topic: "orders.created".into(), key: None })
+            Ok(Route::Kafka {
+                topic: "orders.created".into(),
+                key: None,
+                partition: None,
+                timestamp: None
+            })
+        );
+    }
+
+    fn kafka(partition: Option<&str>, time: RecordTime) -> RouteTemplate {
+        RouteTemplate::Kafka {
+            topic: Template::parse("t", None).expect("parses"),
+            key: Some(Template::parse("{correlation_id}", None).expect("parses")),
+            partition: partition.map(|p| Template::parse(p, None).expect("parses")),
+            time,
+        }
+    }
+
+    #[test]
+    fn the_kafka_partition_and_timestamp_come_from_the_rules() {
+        let mut env = Envelope::default();
+        env.properties.correlation_id = Some(crate::pipeline::MessageId::String("c-9".into()));
+        env.properties.creation_time_ms = Some(1_700_000_000_000);
+        env.headers.push(("p".into(), Value::I32(2)));
+        env.headers.push(("at".into(), Value::Timestamp(1_600_000_000_123)));
+        env.headers.push(("when".into(), Value::String("1500000000000".into())));
+        let resolved = |p, t| kafka(p, t).resolve(&env);
+        let Ok(Route::Kafka { key, partition, timestamp, .. }) =
+            resolved(Some("{header.p}"), RecordTime::Header("at".into()))
+        else {
+            panic!("resolves");
+        };
+        assert_eq!(
+            (key.as_deref(), partition, timestamp),
+            (Some("c-9"), Some(2), Some(1_600_000_000_123))
+        );
+        assert!(matches!(
+            resolved(None, RecordTime::Header("when".into())),
+            Ok(Route::Kafka { timestamp: Some(1_500_000_000_000), partition: None, .. })
+        ));
+        assert!(matches!(
+            resolved(None, RecordTime::Creation),
+            Ok(Route::Kafka { timestamp: Some(1_700_000_000_000), .. })
+        ));
+        assert!(matches!(
+            resolved(None, RecordTime::Now),
+            Ok(Route::Kafka { timestamp: None, .. })
+        ));
+        assert_eq!(
+            resolved(Some("{correlation_id}"), RecordTime::Now),
+            Err(TranslateError::InvalidPartition("c-9".into()))
+        );
+        assert_eq!(
+            resolved(None, RecordTime::Header("absent".into())).map_err(|e| e.reason()),
+            Err("template value missing")
         );
     }
 }

@@ -19,6 +19,11 @@ pub const VARIABLES: &[&str] = &[
     "correlation_id",
     "subject",
     "address",
+    "type",
+    "reply_to",
+    "content_type",
+    "group_id",
+    "app_id",
 ];
 
 #[derive(Clone, Debug, PartialEq)]
@@ -164,6 +169,11 @@ impl Variable {
                 "correlation_id" => props.correlation_id.as_ref().map(|id| id.to_text()),
                 "subject" => props.subject.clone(),
                 "address" => origin.address.clone(),
+                "type" => props.message_type.clone(),
+                "reply_to" => props.reply_to.clone(),
+                "content_type" => props.content_type.clone(),
+                "group_id" => props.group_id.clone(),
+                "app_id" => props.app_id.clone(),
                 _ => None,
             },
         }

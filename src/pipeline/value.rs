@@ -139,6 +139,25 @@ impl Value {
         }
     }
 
+    /// Reads plain JSON (no recorded shape) with the types JMS would give it: integers as
+    /// `i64` (or `u64` above its range), other numbers as `f64`, objects as maps.
+    pub fn from_plain_json(json: &Json) -> Value {
+        match json {
+            Json::Null => Value::Null,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => Value::I64(i),
+                (None, Some(u), _) => Value::U64(u),
+                (None, None, f) => Value::F64(f.unwrap_or(f64::NAN)),
+            },
+            Json::String(s) => Value::String(s.clone()),
+            Json::Array(items) => Value::List(items.iter().map(Value::from_plain_json).collect()),
+            Json::Object(entries) => Value::Map(
+                entries.iter().map(|(k, v)| (k.clone(), Value::from_plain_json(v))).collect(),
+            ),
+        }
+    }
+
     /// Rebuilds the value that `self` carried, from the shape recorded beside it. `self` is
     /// the value as a narrower protocol read it back: a `u32` widened to `i64`, a uuid or a
     /// `u64` as text, a timestamp as milliseconds, a list of such values.
