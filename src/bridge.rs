@@ -166,13 +166,10 @@ impl Bridge {
 impl Shared {
     /// Translates and emits one message in source order; awaits its confirmation elsewhere.
     async fn dispatch(self: Arc<Self>, route: &RouteTemplate, mut work: Work) {
-        let translated = self
-            .rules
-            .apply(&work.received.envelope)
-            .and_then(|outgoing| {
-                let route = route.resolve(outgoing.as_ref().unwrap_or(&work.received.envelope))?;
-                Ok((outgoing, route))
-            });
+        let translated = self.rules.apply(&work.received.envelope).and_then(|outgoing| {
+            let route = route.resolve(outgoing.as_ref().unwrap_or(&work.received.envelope))?;
+            Ok((outgoing, route))
+        });
         let route = match translated {
             Ok((outgoing, route)) => {
                 work.outgoing = outgoing;

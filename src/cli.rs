@@ -1,4 +1,4 @@
-//! The command line: `portico run`, `portico check`.
+//! The command line: `portico run`, `portico check`, `portico explain`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +37,32 @@ pub enum Command {
         #[arg(long, short, default_value = "bridges.yaml", env = "PORTICO_CONFIG")]
         config: PathBuf,
     },
+    /// Show, field by field, what a bridge makes of a message: a sample, or a few real ones
+    /// taken from the source without consuming them.
+    Explain {
+        /// The bridge, by name.
+        #[arg(long)]
+        bridge: String,
+        /// A YAML file describing one message of the bridge's source protocol.
+        #[arg(long, required_unless_present = "live", conflicts_with = "live")]
+        message: Option<PathBuf>,
+        /// Take messages from the source instead, and give them back.
+        #[arg(long)]
+        live: bool,
+        /// How many messages --live takes.
+        #[arg(long, default_value_t = 1, requires = "live")]
+        count: usize,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[arg(long, short, default_value = "bridges.yaml", env = "PORTICO_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
 }
 
 /// Parses the command line and runs the command.
@@ -46,7 +72,85 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
+        Command::Explain { bridge, message, live, count, format, config } => {
+            let what = match message {
+                Some(path) => Sample::File(path),
+                None if live => Sample::Live(count),
+                None => Sample::Live(1),
+            };
+            explain(&config, &bridge, what, format)
+        }
     }
+}
+
+enum Sample {
+    File(PathBuf),
+    Live(usize),
+}
+
+fn explain(path: &std::path::Path, name: &str, sample: Sample, format: Format) -> ExitCode {
+    let model = match crate::config::load(path) {
+        Ok(model) => model,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(bridge) = model.bridges.iter().find(|b| b.name == name) else {
+        let names: Vec<&str> = model.bridges.iter().map(|b| b.name.as_str()).collect();
+        eprintln!("{}: no bridge named {name:?}; bridges: {}", path.display(), names.join(", "));
+        return ExitCode::from(2);
+    };
+    let messages = match sample {
+        Sample::File(file) => match crate::explain::sample::load(&file, &bridge.source) {
+            Ok(envelope) => vec![(file.display().to_string(), envelope)],
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::from(2);
+            }
+        },
+        Sample::Live(count) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let peeked = match runtime {
+                Ok(rt) => rt.block_on(crate::explain::live::peek(name, &bridge.source, count)),
+                Err(error) => Err(format!("cannot start the async runtime: {error}")),
+            };
+            match peeked {
+                Ok(messages) if messages.is_empty() => {
+                    eprintln!(
+                        "No message waiting at the source of bridge {name:?} within {:?}",
+                        crate::explain::live::WAIT
+                    );
+                    return ExitCode::from(1);
+                }
+                Ok(messages) => messages,
+                Err(error) => {
+                    eprintln!("Cannot take messages from the source of bridge {name:?}: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let explained: Vec<_> = messages
+        .into_iter()
+        .map(|(label, envelope)| crate::explain::explain(bridge, &envelope, label))
+        .collect();
+    match format {
+        Format::Text => {
+            let texts: Vec<String> = explained.iter().map(crate::explain::render::text).collect();
+            print!("{}", texts.join("\n"));
+        }
+        Format::Json => {
+            let json: Vec<_> = explained.iter().map(crate::explain::render::json).collect();
+            let json = if json.len() == 1 {
+                json.into_iter().next().unwrap_or_default()
+            } else {
+                serde_json::Value::Array(json)
+            };
+            println!("{json:#}");
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

@@ -11,6 +11,7 @@
 //! - [`bridge`]: receive → translate → emit → settle for one bridge, with retries.
 //! - [`deadletter`]: what a message that cannot be delivered becomes.
 //! - [`telemetry`]: metrics, health, the HTTP endpoint and log rate limits.
+//! - [`explain`]: what a bridge makes of one message, field by field, without a broker.
 //! - [`app`], [`cli`]: assembling and running the whole.
 
 pub mod amqp091;
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod connector;
 pub mod deadletter;
+pub mod explain;
 pub mod kafka;
 pub mod pipeline;
 pub mod telemetry;

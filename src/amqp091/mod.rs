@@ -27,7 +27,7 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 const FRAME_MAX: u32 = 16 * 1024;
 
 /// Opens a connection named after its role, so the broker's management UI tells them apart.
-async fn connect(url: &SecretUrl, role: &str) -> Result<Connection, String> {
+pub(crate) async fn connect(url: &SecretUrl, role: &str) -> Result<Connection, String> {
     let properties =
         ConnectionProperties::default().with_connection_name(format!("portico {role}").into());
     let mut uri: AMQPUri = url.expose().parse().map_err(|e| redact(&format!("{url}: {e}")))?;
@@ -41,7 +41,7 @@ async fn connect(url: &SecretUrl, role: &str) -> Result<Connection, String> {
 }
 
 /// The user name in an AMQP URL (`guest` when none is given, as the client assumes).
-fn user_of(url: &SecretUrl) -> String {
+pub(crate) fn user_of(url: &SecretUrl) -> String {
     url::Url::parse(url.expose())
         .ok()
         .map(|u| u.username().to_owned())

@@ -60,6 +60,20 @@ pub struct Target {
     pub topic: Option<bool>,
 }
 
+impl Target {
+    /// How a broker of `flavor` reads messages sent to a `node`.
+    pub fn of(flavor: crate::config::model::Flavor, node: crate::pipeline::Node) -> Target {
+        Target {
+            jms: flavor.jms(),
+            topic: match node {
+                crate::pipeline::Node::Queue => Some(false),
+                crate::pipeline::Node::Topic => Some(true),
+                crate::pipeline::Node::Address => None,
+            },
+        }
+    }
+}
+
 /// Decodes one received message.
 pub fn decode(message: AmqpMessage, address: &str) -> Envelope {
     let mut envelope = Envelope::default();

@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use super::codec::{self, Target};
 use crate::config::model::Amqp10Connection;
 use crate::connector::{DeliveryError, Pending, Sink};
-use crate::pipeline::{Envelope, Ledger, Node, Route};
+use crate::pipeline::{Envelope, Ledger, Route};
 use crate::telemetry::Health;
 
 pub struct Amqp10Sink {
@@ -108,14 +108,7 @@ impl Sink for Amqp10Sink {
         };
         let flavor = self.connection.flavor;
         let (address, capability) = super::address(flavor, *node, name);
-        let target = Target {
-            jms: flavor.jms(),
-            topic: match node {
-                Node::Queue => Some(false),
-                Node::Topic => Some(true),
-                Node::Address => None,
-            },
-        };
+        let target = Target::of(flavor, *node);
         let message = codec::encode(envelope, target, &address, ledger);
         if let Some(refused) = ledger.refusal() {
             return Err(refused);

@@ -11,7 +11,7 @@ mod env;
 pub mod file;
 mod load;
 pub mod model;
-mod position;
+pub(crate) mod position;
 mod rules;
 pub mod secret;
 

@@ -63,7 +63,10 @@ impl ClientContext for Logging {
 
 /// The settings of one Kafka client: `defaults` first, then the connection's own `options`,
 /// which therefore win.
-fn client_config(connection: &KafkaConnection, defaults: &[(&str, &str)]) -> ClientConfig {
+pub(crate) fn client_config(
+    connection: &KafkaConnection,
+    defaults: &[(&str, &str)],
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &connection.brokers);
     config.set("client.id", format!("portico-{}", connection.name));

@@ -264,7 +264,8 @@ impl Rules {
                     if let Some(value) = field.take(&mut out.properties) {
                         let from = format!("properties.{}", field.name());
                         let rule = format!("move: {{ {}: header.{name} }}", field.name());
-                        note(format!("headers.{name}"), "moved", from, shown(&value), rule);
+                        let at = format!("headers.{name}");
+                        note(at.clone(), "moved", from, at, rule);
                         put_header(&mut out, name, value);
                     }
                 }
@@ -272,9 +273,8 @@ impl Rules {
                     if let Some(value) = take_header(&mut out, name) {
                         field.put(&mut out, &value)?;
                         let rule = format!("move: {{ header.{name}: {} }}", field.name());
-                        let to = field.shown(&out.properties);
                         let into = format!("properties.{}", field.name());
-                        note(into, "moved", format!("headers.{name}"), to, rule);
+                        note(into.clone(), "moved", format!("headers.{name}"), into, rule);
                     }
                 }
             }
@@ -290,13 +290,8 @@ impl Rules {
             }
             if renamed {
                 let rule = format!("rename: {{ headers: {{ {from}: {to} }} }}");
-                note(
-                    format!("headers.{to}"),
-                    "renamed",
-                    format!("headers.{from}"),
-                    to.clone(),
-                    rule,
-                );
+                let at = format!("headers.{to}");
+                note(at.clone(), "renamed", format!("headers.{from}"), at, rule);
             }
         }
         for pattern in &self.drop_headers {
@@ -336,8 +331,14 @@ impl Rules {
             put_header(&mut out, name, value);
         }
         if let Some(rule) = self.body {
+            let content_type = Field::ContentType.shown(&out.properties);
             if let Some((from, to)) = convert_body(&mut out, rule)? {
                 note("body".to_owned(), "converted", from, to, rule.written());
+                let now = Field::ContentType.shown(&out.properties);
+                if now != content_type {
+                    let at = "properties.content_type".to_owned();
+                    note(at, "set", content_type, now, rule.written());
+                }
             }
         }
         Ok(Some(out))
