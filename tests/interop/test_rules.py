@@ -174,3 +174,26 @@ def test_explain_live_reads_kafka_without_committing(tmp_path):
         consumer.close()
     assert committed.offset < 0, committed
     assert [m.value() for m in consume(topic, 2)] == [b"first", b"second"]
+
+
+def test_explain_live_releases_amqp10_messages_back_to_the_queue(tmp_path, rabbit):
+    queue = rabbit.queue(unique("explain-live10"))
+    r10 = {"protocol": "amqp10", "url": "amqp://guest:guest@127.0.0.1:5672", "flavor": "rabbitmq"}
+    connections = {"r10": r10, "rabbit": {"protocol": "amqp091", "url": RABBIT_URL}}
+    bridge = {
+        "name": "peek",
+        "source": {"connection": "r10", "queue": queue},
+        "sink": {"connection": "rabbit", "exchange": "", "routing_key": "explained"},
+    }
+    config = tmp_path / "bridges.yaml"
+    config.write_text(f"connections: {json.dumps(connections)}\nbridges: {json.dumps([bridge])}\n")
+    for n in (1, 2):
+        rabbit.publish(queue, f"quote {n}".encode(), headers={"n": n})
+
+    explained = json.loads(explain_live(config, "peek", 2, fmt="json"))
+
+    bodies = [next(r["value"] for r in e["sent"] if r["field"] == "body") for e in explained]
+    assert bodies == ['7 bytes: "quote 1"', '7 bytes: "quote 2"']
+    # Released, not consumed: both are still in the queue, in order.
+    got = rabbit.get(queue, 2)
+    assert [body for _, _, body in got] == [b"quote 1", b"quote 2"]
