@@ -176,10 +176,13 @@ fn decode_properties(p: AmqpProperties, out: &mut Properties) {
 fn decode_body(body: Body<AmqpValueT>) -> (Bytes, BodyKind) {
     match body {
         Body::Data(sections) => {
-            let mut bytes = Vec::new();
-            for Data(section) in sections.into_iter() {
-                bytes.extend_from_slice(section.as_slice());
-            }
+            // The usual single section keeps its buffer; further sections are appended to it.
+            let mut sections = sections.into_iter();
+            let first = sections.next().map(|Data(first)| first.into_vec()).unwrap_or_default();
+            let bytes = sections.fold(first, |mut all, Data(more)| {
+                all.extend_from_slice(more.as_slice());
+                all
+            });
             (Bytes::from(bytes), BodyKind::Bytes)
         }
         Body::Value(AmqpValue(value)) => match value {
@@ -628,6 +631,27 @@ mod tests {
         let annotations = message.message_annotations.expect("annotations");
         let key = OwnedKey::Symbol(Symbol::from(JMS_REPLY_TO));
         assert_eq!(annotations.0.get(&key), Some(&AmqpValueT::Byte(1)));
+    }
+
+    #[test]
+    fn a_data_body_keeps_its_buffer_and_sections_are_joined() {
+        let one = Envelope { body: Bytes::from(vec![7u8; 1024]), ..Envelope::default() };
+        let message = encode(&one, Target { jms: false, topic: None }, "a", &mut Ledger::all());
+        let Body::Data(sections) = &message.body else { panic!("expected a data body") };
+        let at = sections.iter().next().map(|d| d.0.as_slice().as_ptr());
+        let decoded = decode(message, "a");
+        assert_eq!(Some(decoded.body.as_ptr()), at, "one section moves without a copy");
+        assert_eq!(decoded.body.len(), 1024);
+
+        let mut two = encode(
+            &Envelope::default(),
+            Target { jms: false, topic: None },
+            "a",
+            &mut Ledger::all(),
+        );
+        let parts = [Data(Binary::from(b"ab".to_vec())), Data(Binary::from(b"cd".to_vec()))];
+        two.body = Body::Data(parts.into_iter().collect::<Vec<_>>().into());
+        assert_eq!(&decode(two, "a").body[..], b"abcd");
     }
 
     #[test]
