@@ -248,6 +248,8 @@ fn consume_kafka(
         .set("bootstrap.servers", kafka_brokers())
         .set("group.id", "portico-bench")
         .set("enable.auto.commit", "false")
+        // Some brokers (Tansu) hold a fetch for its whole wait even when records arrive.
+        .set("fetch.wait.max.ms", "10")
         .create()?;
     let mut partitions = TopicPartitionList::new();
     partitions.add_partition_offset(topic, 0, Offset::Beginning)?;
