@@ -225,7 +225,9 @@ impl Shared {
                     error: error.to_string(),
                     attempts: work.attempts,
                 };
-                return self.dead_letter(work, failure).await;
+                // Boxed: every in-flight message has a task running this function, and the
+                // rare dead-letter path's state would otherwise make each of them kilobytes.
+                return Box::pin(self.dead_letter(work, failure)).await;
             }
             // TODO(#5): transient failures retry until they succeed or the bridge stops; a
             // per-bridge max_attempts that then dead-letters is not there yet.
