@@ -125,13 +125,15 @@ impl Bridge {
             };
             shared.metrics.received.inc();
             shared.metrics.in_flight.inc();
-            let work = Work {
+            // Boxed once here: each in-flight message's task then holds a pointer, not the
+            // message, in every state of its future.
+            let work = Box::new(Work {
                 received,
                 outgoing: None,
                 attempts: 0,
                 started: Instant::now(),
                 _permit: permit,
-            };
+            });
             shared.clone().dispatch(&self.route, work).await;
         }
 
@@ -165,7 +167,7 @@ impl Bridge {
 
 impl Shared {
     /// Translates and emits one message in source order; awaits its confirmation elsewhere.
-    async fn dispatch(self: Arc<Self>, route: &RouteTemplate, mut work: Work) {
+    async fn dispatch(self: Arc<Self>, route: &RouteTemplate, mut work: Box<Work>) {
         let translated = self.rules.apply(&work.received.envelope).and_then(|outgoing| {
             let route = route.resolve(outgoing.as_ref().unwrap_or(&work.received.envelope))?;
             Ok((outgoing, route))
@@ -202,7 +204,7 @@ impl Shared {
     /// Waits for the confirmation, retrying transient failures, then settles.
     async fn complete(
         self: Arc<Self>,
-        mut work: Work,
+        mut work: Box<Work>,
         route: Route,
         emitted: Result<Pending, DeliveryError>,
     ) {
@@ -266,13 +268,13 @@ impl Shared {
         pause(delay, &self.stop).await
     }
 
-    async fn delivered(&self, work: Work) {
+    async fn delivered(&self, work: Box<Work>) {
         work.received.settle.accept().await;
         self.metrics.delivered.inc();
         self.finish(&work.started);
     }
 
-    async fn release(&self, work: Work) {
+    async fn release(&self, work: Box<Work>) {
         work.received.settle.release().await;
         self.finish(&work.started);
     }
@@ -283,7 +285,7 @@ impl Shared {
     }
 
     /// Hands a failed message to the dead-letter sink, or to the source's own mechanism.
-    async fn dead_letter(&self, work: Work, failure: Failure) {
+    async fn dead_letter(&self, work: Box<Work>, failure: Failure) {
         if let Some(suppressed) = self.failures.allow() {
             let source = work.received.envelope.origin.coordinates();
             tracing::warn!(bridge = %self.name, reason = failure.reason,
