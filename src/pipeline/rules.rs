@@ -247,101 +247,181 @@ impl Rules {
     pub fn apply_noting(
         &self,
         envelope: &Envelope,
-        mut notes: Option<&mut Vec<RuleNote>>,
+        notes: Option<&mut Vec<RuleNote>>,
     ) -> Result<Option<Envelope>, TranslateError> {
         if self.is_empty() {
             return Ok(None);
         }
-        let mut note = |field: String, change, from: String, to: String, rule: String| {
-            if let Some(notes) = notes.as_deref_mut() {
-                notes.push(RuleNote { field, change, from, to, rule });
-            }
-        };
-        let mut out = envelope.clone();
+        let mut step = Step { out: envelope.clone(), notes };
+        self.move_values(&mut step)?;
+        self.rename_headers(&mut step);
+        self.drop_fields(&mut step);
+        self.set_fields(envelope, &mut step)?;
+        if let Some(rule) = self.body {
+            step.convert_body(rule)?;
+        }
+        Ok(Some(step.out))
+    }
+
+    fn move_values(&self, step: &mut Step<'_>) -> Result<(), TranslateError> {
         for rule in &self.moves {
             match rule {
                 Move::ToHeader(field, name) => {
-                    if let Some(value) = field.take(&mut out.properties) {
-                        let from = format!("properties.{}", field.name());
-                        let rule = format!("move: {{ {}: header.{name} }}", field.name());
-                        let at = format!("headers.{name}");
-                        note(at.clone(), "moved", from, at, rule);
-                        put_header(&mut out, name, value);
+                    if let Some(value) = field.take(&mut step.out.properties) {
+                        put_header(&mut step.out, name, value);
+                        step.note(|| RuleNote {
+                            field: format!("headers.{name}"),
+                            change: "moved",
+                            from: format!("properties.{}", field.name()),
+                            to: format!("headers.{name}"),
+                            rule: format!("move: {{ {}: header.{name} }}", field.name()),
+                        });
                     }
                 }
                 Move::ToProperty(name, field) => {
-                    if let Some(value) = take_header(&mut out, name) {
-                        field.put(&mut out, &value)?;
-                        let rule = format!("move: {{ header.{name}: {} }}", field.name());
-                        let into = format!("properties.{}", field.name());
-                        note(into.clone(), "moved", format!("headers.{name}"), into, rule);
+                    if let Some(value) = take_header(&mut step.out, name) {
+                        field.put(&mut step.out, &value)?;
+                        step.note(|| RuleNote {
+                            field: format!("properties.{}", field.name()),
+                            change: "moved",
+                            from: format!("headers.{name}"),
+                            to: format!("properties.{}", field.name()),
+                            rule: format!("move: {{ header.{name}: {} }}", field.name()),
+                        });
                     }
                 }
             }
         }
+        Ok(())
+    }
+
+    fn rename_headers(&self, step: &mut Step<'_>) {
         for (from, to) in &self.renames {
-            let mut renamed = false;
-            if out.header(from).is_some() {
-                out.headers.retain(|(n, _)| n != to);
+            let headers = &mut step.out.headers;
+            if !headers.iter().any(|(n, _)| n == from) {
+                continue;
             }
-            for (name, _) in out.headers.iter_mut().filter(|(n, _)| n == from) {
-                *name = to.clone();
-                renamed = true;
+            headers.retain(|(n, _)| n != to);
+            for (name, _) in headers.iter_mut().filter(|(n, _)| n == from) {
+                name.clone_from(to);
             }
-            if renamed {
-                let rule = format!("rename: {{ headers: {{ {from}: {to} }} }}");
-                let at = format!("headers.{to}");
-                note(at.clone(), "renamed", format!("headers.{from}"), at, rule);
-            }
+            step.note(|| RuleNote {
+                field: format!("headers.{to}"),
+                change: "renamed",
+                from: format!("headers.{from}"),
+                to: format!("headers.{to}"),
+                rule: format!("rename: {{ headers: {{ {from}: {to} }} }}"),
+            });
         }
+    }
+
+    fn drop_fields(&self, step: &mut Step<'_>) {
         for pattern in &self.drop_headers {
+            let noting = step.noting();
             let mut dropped = Vec::new();
-            out.headers.retain(|(n, v)| {
+            step.out.headers.retain(|(n, v)| {
                 let hit = matches(pattern, n);
-                if hit {
+                if hit && noting {
                     dropped.push((n.clone(), shown(v)));
                 }
                 !hit
             });
             for (name, value) in dropped {
-                let rule = format!("drop: {{ headers: [{pattern}] }}");
-                note(format!("headers.{name}"), "dropped", value, "nothing".into(), rule);
+                step.note(|| RuleNote {
+                    field: format!("headers.{name}"),
+                    change: "dropped",
+                    from: value,
+                    to: "nothing".to_owned(),
+                    rule: format!("drop: {{ headers: [{pattern}] }}"),
+                });
             }
         }
         for field in &self.drop_properties {
-            if let Some(value) = field.take(&mut out.properties) {
-                let rule = format!("drop: {{ properties: [{}] }}", field.name());
-                let at = format!("properties.{}", field.name());
-                note(at, "dropped", shown(&value), "nothing".into(), rule);
+            if let Some(value) = field.take(&mut step.out.properties) {
+                step.note(|| RuleNote {
+                    field: format!("properties.{}", field.name()),
+                    change: "dropped",
+                    from: shown(&value),
+                    to: "nothing".to_owned(),
+                    rule: format!("drop: {{ properties: [{}] }}", field.name()),
+                });
             }
         }
+    }
+
+    /// `set:` templates read `source`, the message as the source delivered it.
+    fn set_fields(&self, source: &Envelope, step: &mut Step<'_>) -> Result<(), TranslateError> {
         for (field, template) in &self.properties {
-            let value = Value::String(template.render(envelope)?);
-            let before = field.shown(&out.properties);
-            field.put(&mut out, &value)?;
-            let rule = format!("set: {{ {}: {:?} }}", field.name(), template.to_string());
-            let at = format!("properties.{}", field.name());
-            note(at, "set", before, field.shown(&out.properties), rule);
+            let value = Value::String(template.render(source)?);
+            let before = step.noting().then(|| field.shown(&step.out.properties));
+            field.put(&mut step.out, &value)?;
+            let after = step.noting().then(|| field.shown(&step.out.properties));
+            step.note(|| RuleNote {
+                field: format!("properties.{}", field.name()),
+                change: "set",
+                from: before.unwrap_or_default(),
+                to: after.unwrap_or_default(),
+                rule: format!("set: {{ {}: {:?} }}", field.name(), template.to_string()),
+            });
         }
         for (name, template) in &self.headers {
-            let value = Value::String(template.render(envelope)?);
-            let before = out.header(name).map_or_else(|| "unset".to_owned(), shown);
-            let rule = format!("set: {{ headers: {{ {name}: {:?} }} }}", template.to_string());
-            note(format!("headers.{name}"), "set", before, shown(&value), rule);
-            put_header(&mut out, name, value);
+            let value = Value::String(template.render(source)?);
+            let before = step
+                .noting()
+                .then(|| step.out.header(name).map_or_else(|| "unset".to_owned(), shown));
+            step.note(|| RuleNote {
+                field: format!("headers.{name}"),
+                change: "set",
+                from: before.unwrap_or_default(),
+                to: shown(&value),
+                rule: format!("set: {{ headers: {{ {name}: {:?} }} }}", template.to_string()),
+            });
+            put_header(&mut step.out, name, value);
         }
-        if let Some(rule) = self.body {
-            let content_type = Field::ContentType.shown(&out.properties);
-            if let Some((from, to)) = convert_body(&mut out, rule)? {
-                note("body".to_owned(), "converted", from, to, rule.written());
-                let now = Field::ContentType.shown(&out.properties);
-                if now != content_type {
-                    let at = "properties.content_type".to_owned();
-                    note(at, "set", content_type, now, rule.written());
-                }
-            }
+        Ok(())
+    }
+}
+
+/// The message while rules apply to it, and where their notes go. Notes are built only
+/// for `explain`: a running bridge pays nothing for them.
+struct Step<'a> {
+    out: Envelope,
+    notes: Option<&'a mut Vec<RuleNote>>,
+}
+
+impl Step<'_> {
+    fn noting(&self) -> bool {
+        self.notes.is_some()
+    }
+
+    fn note(&mut self, make: impl FnOnce() -> RuleNote) {
+        if let Some(notes) = self.notes.as_deref_mut() {
+            notes.push(make());
         }
-        Ok(Some(out))
+    }
+
+    fn convert_body(&mut self, rule: BodyRule) -> Result<(), TranslateError> {
+        let content_type = self.noting().then(|| Field::ContentType.shown(&self.out.properties));
+        let Some((from, to)) = convert_body(&mut self.out, rule)? else { return Ok(()) };
+        self.note(|| RuleNote {
+            field: "body".to_owned(),
+            change: "converted",
+            from,
+            to,
+            rule: rule.written(),
+        });
+        let Some(before) = content_type else { return Ok(()) };
+        let now = Field::ContentType.shown(&self.out.properties);
+        if before != now {
+            self.note(|| RuleNote {
+                field: "properties.content_type".to_owned(),
+                change: "set",
+                from: before,
+                to: now,
+                rule: rule.written(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -589,5 +669,23 @@ mod tests {
 
         let list = Rules { body: Some(BodyRule::List), ..Rules::default() };
         assert_eq!(list.apply(&env).expect_err("an object").reason(), "untranslatable");
+    }
+
+    #[test]
+    fn a_json_array_becomes_a_stream_message_and_back() {
+        let env = Envelope { body: Bytes::from_static(b"[1, \"a\", true]"), ..Envelope::default() };
+        let list = Rules { body: Some(BodyRule::List), ..Rules::default() };
+        let mut notes = Vec::new();
+        let out = list.apply_noting(&env, Some(&mut notes)).expect("ok").expect("changed");
+        let shape = serde_json::json!(["i64", "string", "bool"]);
+        assert_eq!(out.body_kind, BodyKind::List { shape });
+        assert_eq!(&out.body[..], br#"[1,"a",true]"#);
+        assert_eq!((notes[0].from.as_str(), notes[0].to.as_str()), ("bytes (JSON)", "list"));
+
+        let json = Rules { body: Some(BodyRule::Json), ..Rules::default() };
+        let back = json.apply(&out).expect("ok").expect("changed");
+        assert_eq!((back.body_kind, &back.body[..]), (BodyKind::Bytes, &br#"[1,"a",true]"#[..]));
+        let map = Rules { body: Some(BodyRule::Map), ..Rules::default() };
+        assert_eq!(map.apply(&out).expect_err("a list").to_string(), "body: a list is not a map");
     }
 }
