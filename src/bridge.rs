@@ -4,11 +4,13 @@
 //! sink's templates into a route), **emit** it to the sink, then **settle** it at the source
 //! once the sink confirmed (or the dead-letter sink did). Emitting is done in source order by
 //! the bridge's loop; confirmations are awaited in spawned tasks, many at once, bounded by
-//! `max_in_flight` permits. A transient failure is retried with backoff and jitter while the
-//! source message stays unsettled; a permanent one goes to the dead letter.
+//! `max_in_flight` permits. Each failed attempt is classified: a transient failure is
+//! retried with the bridge's backoff while the source message stays unsettled (up to
+//! `retry.max_attempts`, then the dead letter); a permanent one goes to the dead letter; a
+//! fatal one (a misconfiguration) stops the bridge and gives back what it holds.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -17,7 +19,7 @@ use crate::backoff::{Backoff, pause};
 use crate::config::model::RetryModel;
 use crate::connector::{DeliveryError, Disposition, Pending, Received, Sink, Source};
 use crate::deadletter::{DeadLetter, Failure, Stage};
-use crate::pipeline::{Envelope, Ledger, Route, RouteTemplate, Rules};
+use crate::pipeline::{Envelope, Ledger, Route, RouteTemplate, Rules, Value};
 use crate::telemetry::{BridgeMetrics, Health, RateLimit};
 
 /// Everything a bridge needs, assembled by [`crate::app`].
@@ -36,6 +38,31 @@ pub struct Bridge {
     pub health: Arc<Health>,
 }
 
+/// The header in which a bridge with `retry.max_attempts` counts the deliveries of a
+/// message, and the header naming that bridge. The gateway's own count, never the broker's
+/// `x-death` or `x-delivery-count`: it survives a message coming back to the source through
+/// any route (a consumer's reject and a dead-letter exchange, say) and a `dlq replay`.
+pub const ATTEMPTS_HEADER: &str = "portico.attempts";
+pub const ATTEMPTS_BRIDGE_HEADER: &str = "portico.attempts.bridge";
+
+/// The deliveries of `envelope` counted so far by `bridge`.
+pub fn attempts_so_far(envelope: &Envelope, bridge: &str) -> u32 {
+    let ours =
+        matches!(envelope.header(ATTEMPTS_BRIDGE_HEADER), Some(Value::String(b)) if b == bridge);
+    let count = envelope.header(ATTEMPTS_HEADER).and_then(|v| v.to_template_text());
+    match count {
+        Some(n) if ours => n.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Writes the count headers of `bridge` into `envelope`.
+pub fn stamp_attempts(envelope: &mut Envelope, bridge: &str, attempts: u32) {
+    envelope.headers.retain(|(n, _)| n != ATTEMPTS_HEADER && n != ATTEMPTS_BRIDGE_HEADER);
+    envelope.headers.push((ATTEMPTS_HEADER.to_owned(), Value::I64(i64::from(attempts))));
+    envelope.headers.push((ATTEMPTS_BRIDGE_HEADER.to_owned(), Value::String(bridge.to_owned())));
+}
+
 /// The part of a bridge its delivery tasks share.
 struct Shared {
     name: String,
@@ -44,10 +71,14 @@ struct Shared {
     strict: bool,
     dead_letter: Option<DeadLetter>,
     retry: RetryModel,
+    /// Whether the sink's destination is the same for every message (see `fatal_for`).
+    static_destination: bool,
     metrics: BridgeMetrics,
+    health: Arc<Health>,
     /// Fires on shutdown or when the bridge must stop; retries give their message back then.
     stop: CancellationToken,
-    fatal: std::sync::Mutex<Option<String>>,
+    /// Why the bridge stopped on its own: the part at fault and the error.
+    fatal: std::sync::Mutex<Option<(String, String)>>,
     failures: RateLimit,
     /// Values coerced or dropped on the way to the sink: logged apart from failures, so
     /// that a stream of lossy messages does not hide delivery errors.
@@ -57,10 +88,12 @@ struct Shared {
 /// One message on its way, holding its in-flight permit until settled.
 struct Work {
     received: Received,
-    /// The envelope after the bridge's `set:` rules, when any apply; the dead letter
-    /// still gets `received.envelope`.
+    /// The envelope after the bridge's `set:` rules and attempt count, when any apply; the
+    /// dead letter still gets `received.envelope`.
     outgoing: Option<Envelope>,
+    /// Deliveries made, including those of earlier trips through this bridge when counted.
     attempts: u32,
+    first_failure: Option<SystemTime>,
     started: Instant,
     _permit: OwnedSemaphorePermit,
 }
@@ -69,6 +102,26 @@ impl Work {
     /// What the sink receives.
     fn envelope(&self) -> &Envelope {
         self.outgoing.as_ref().unwrap_or(&self.received.envelope)
+    }
+
+    /// The failure record for dead-lettering after `error`, an attempt of outcome `class`.
+    fn failure(
+        &mut self,
+        reason: &'static str,
+        class: Disposition,
+        error: &DeliveryError,
+    ) -> Failure {
+        let now = SystemTime::now();
+        Failure {
+            stage: Stage::Deliver,
+            reason,
+            class,
+            error: error.to_string(),
+            broker_error: error.broker_text(),
+            attempts: self.attempts,
+            first_failure: *self.first_failure.get_or_insert(now),
+            last_failure: now,
+        }
     }
 }
 
@@ -97,7 +150,9 @@ impl Bridge {
             strict: self.strict,
             dead_letter: self.dead_letter,
             retry: self.retry,
+            static_destination: self.route.destination_is_static(),
             metrics: self.metrics,
+            health: self.health.clone(),
             stop: stop.clone(),
             fatal: std::sync::Mutex::new(None),
             failures: RateLimit::new(Duration::from_secs(10), 5),
@@ -131,6 +186,7 @@ impl Bridge {
                 received,
                 outgoing: None,
                 attempts: 0,
+                first_failure: None,
                 started: Instant::now(),
                 _permit: permit,
             });
@@ -156,8 +212,8 @@ impl Bridge {
         }
         let fatal = shared.fatal.lock().ok().and_then(|mut f| f.take());
         match fatal {
-            Some(error) => {
-                self.health.stopped(&format!("{} source", self.name), error.clone());
+            Some((part, error)) => {
+                self.health.stopped(&part, error.clone());
                 Err(error)
             }
             None => Ok(()),
@@ -178,18 +234,34 @@ impl Shared {
                 route
             }
             Err(error) => {
-                let failure = Failure {
-                    stage: Stage::Translate,
-                    reason: error.reason(),
-                    error: error.to_string(),
-                    attempts: 1,
-                };
+                let failure = Failure::now(Stage::Translate, error.reason(), error.to_string(), 1);
                 // Handled before the next message is emitted: a source that cannot skip a
                 // record (Kafka without dead_letter) must stop before anything after it goes out.
                 self.dead_letter(work, failure).await;
                 return;
             }
         };
+        if let Some(max) = self.retry.max_attempts {
+            work.attempts = attempts_so_far(&work.received.envelope, &self.name);
+            if work.attempts >= max {
+                let error = format!(
+                    "delivered {} times by this bridge and came back each time; \
+                     retry.max_attempts is {max}",
+                    work.attempts
+                );
+                let mut failure = Failure::now(Stage::Deliver, MAX_RETRIES, error, work.attempts);
+                failure.class = Disposition::Retry;
+                return self.dead_letter(work, failure).await;
+            }
+            if work.attempts > 0 {
+                // Back from an earlier delivery that failed downstream: wait as a retry
+                // would, off the in-order path, so a message that keeps coming back cannot
+                // spin through the brokers.
+                tokio::spawn(async move { self.redeliver(work, route).await });
+                return;
+            }
+        }
+        self.stamp(&mut work);
         // A sink can wait long for a broker (credit, a reconnect): never past a shutdown.
         let mut ledger = Ledger::lossy().strict(self.strict);
         let emitted = tokio::select! {
@@ -201,6 +273,30 @@ impl Shared {
         tokio::spawn(async move { self.complete(work, route, emitted).await });
     }
 
+    /// Emits a message that came back to the source after `work.attempts` deliveries, after
+    /// the backoff those failures earned.
+    async fn redeliver(self: Arc<Self>, mut work: Box<Work>, route: Route) {
+        let mut backoff = Backoff::of(&self.retry);
+        backoff.skip(work.attempts.saturating_sub(1));
+        if !self.wait(backoff.next_delay()).await {
+            return self.release(work).await;
+        }
+        self.metrics.retries.inc();
+        self.stamp(&mut work);
+        let mut ledger = Ledger::lossy().strict(self.strict);
+        let emitted = self.sink.emit(work.envelope(), &route, &mut ledger).await;
+        self.account(&ledger);
+        self.complete(work, route, emitted).await;
+    }
+
+    /// Writes the attempt about to be made into the outgoing message, when counted.
+    fn stamp(&self, work: &mut Work) {
+        if self.retry.max_attempts.is_some() {
+            let outgoing = work.outgoing.get_or_insert_with(|| work.received.envelope.clone());
+            stamp_attempts(outgoing, &self.name, work.attempts + 1);
+        }
+    }
+
     /// Waits for the confirmation, retrying transient failures, then settles.
     async fn complete(
         self: Arc<Self>,
@@ -208,8 +304,7 @@ impl Shared {
         route: Route,
         emitted: Result<Pending, DeliveryError>,
     ) {
-        let mut backoff =
-            Backoff::new(self.retry.initial_backoff, self.retry.max_backoff, self.retry.multiplier);
+        let mut backoff = Backoff::of(&self.retry);
         let mut outcome = match emitted {
             Ok(pending) => pending.await,
             Err(error) => Err(error),
@@ -220,19 +315,21 @@ impl Shared {
                 Ok(()) => return self.delivered(work).await,
                 Err(error) => error,
             };
-            if error.disposition() == Disposition::DeadLetter {
-                let failure = Failure {
-                    stage: Stage::Deliver,
-                    reason: error.reason(),
-                    error: error.to_string(),
-                    attempts: work.attempts,
-                };
-                // Boxed: every in-flight message has a task running this function, and the
-                // rare dead-letter path's state would otherwise make each of them kilobytes.
+            match self.disposition(&error) {
+                Disposition::DeadLetter => {
+                    let failure = work.failure(error.reason(), Disposition::DeadLetter, &error);
+                    // Boxed: every in-flight message has a task running this function, and the
+                    // rare dead-letter path's state would otherwise make each of them kilobytes.
+                    return Box::pin(self.dead_letter(work, failure)).await;
+                }
+                Disposition::Fatal => return self.fail("sink", &error, work).await,
+                Disposition::Retry => {}
+            }
+            if self.retry.max_attempts.is_some_and(|max| work.attempts >= max) {
+                let failure = work.failure(MAX_RETRIES, Disposition::Retry, &error);
                 return Box::pin(self.dead_letter(work, failure)).await;
             }
-            // TODO(#5): transient failures retry until they succeed or the bridge stops; a
-            // per-bridge max_attempts that then dead-letters is not there yet.
+            work.first_failure.get_or_insert_with(SystemTime::now);
             self.metrics.retries.inc();
             let delay = backoff.next_delay();
             if let Some(suppressed) = self.failures.allow() {
@@ -243,6 +340,7 @@ impl Shared {
             if !self.wait(delay).await {
                 return self.release(work).await;
             }
+            self.stamp(&mut work);
             // The first attempt already accounted for (and judged) what encoding loses.
             outcome = match self.sink.emit(work.envelope(), &route, &mut Ledger::lossy()).await {
                 Ok(pending) => pending.await,
@@ -261,6 +359,28 @@ impl Shared {
                     "A value does not reach the sink as it was");
             }
         }
+    }
+
+    /// The class of a failed attempt. A missing destination that the message chose (by a
+    /// template) is that message's fault, not the bridge's.
+    fn disposition(&self, error: &DeliveryError) -> Disposition {
+        match error {
+            DeliveryError::NoDestination(_) if !self.static_destination => Disposition::DeadLetter,
+            _ => error.disposition(),
+        }
+    }
+
+    /// Stops the bridge on a misconfiguration: `work` and everything not yet confirmed go
+    /// back to the source; `/readyz` and the bridge's one log line say what to fix.
+    async fn fail(&self, part: &str, error: &DeliveryError, work: Box<Work>) {
+        let part = format!("{} {part}", self.name);
+        let text = format!("{error} ({})", error.reason());
+        self.health.stopped(&part, text.clone());
+        if let Ok(mut fatal) = self.fatal.lock() {
+            fatal.get_or_insert((part, text));
+        }
+        self.stop.cancel();
+        self.release(work).await;
     }
 
     /// Sleeps `delay`; false when the bridge is stopping instead.
@@ -293,19 +413,18 @@ impl Shared {
                 "Message cannot be delivered; dead-lettering it");
         }
         if let Some(dl) = &self.dead_letter {
-            let mut backoff = Backoff::new(
-                self.retry.initial_backoff,
-                self.retry.max_backoff,
-                self.retry.multiplier,
-            );
+            let mut backoff = Backoff::of(&self.retry);
             loop {
-                match dl.send(&work.received.envelope, &failure, &self.name).await {
+                let error = match dl.send(&work.received.envelope, &failure, &self.name).await {
                     Ok(()) => {
                         work.received.settle.accept().await;
                         self.metrics.dead_lettered.inc();
                         return self.finish(&work.started);
                     }
-                    Err(error) if error.disposition() == Disposition::Retry => {
+                    Err(error) => error,
+                };
+                match error.disposition() {
+                    Disposition::Retry => {
                         self.metrics.retries.inc();
                         if let Some(suppressed) = self.failures.allow() {
                             tracing::warn!(bridge = %self.name, %error, suppressed,
@@ -315,7 +434,8 @@ impl Shared {
                             return self.release(work).await;
                         }
                     }
-                    Err(error) => {
+                    Disposition::Fatal => return self.fail("dead_letter", &error, work).await,
+                    Disposition::DeadLetter => {
                         if let Some(suppressed) = self.failures.allow() {
                             tracing::error!(bridge = %self.name, %error, suppressed,
                                 "Dead-letter sink refused the message; handing it back to the \
@@ -334,7 +454,7 @@ impl Shared {
             Err(error) => {
                 // Logged once, by the application, when the bridge's task ends.
                 if let Ok(mut fatal) = self.fatal.lock() {
-                    fatal.get_or_insert(error);
+                    fatal.get_or_insert((format!("{} source", self.name), error));
                 }
                 self.metrics.in_flight.dec();
                 self.stop.cancel();
@@ -342,6 +462,9 @@ impl Shared {
         }
     }
 }
+
+/// The dead-letter reason of a message whose attempts ran out.
+pub const MAX_RETRIES: &str = "max-retries";
 
 #[cfg(test)]
 mod tests {
@@ -355,6 +478,7 @@ mod tests {
 
     use super::*;
     use crate::connector::Settle;
+    use crate::deadletter::header;
     use crate::pipeline::ledger::Field;
     use crate::pipeline::{Template, Value};
     use crate::telemetry::Metrics;
@@ -433,12 +557,17 @@ mod tests {
                     return Err(refused);
                 }
             }
-            let reason = envelope
-                .header(crate::deadletter::header::REASON)
-                .and_then(|v| v.to_template_text())
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default();
-            self.log.lock().expect("log lock").push(format!("emit {id} to {route:?}{reason}"));
+            let mut line = format!("emit {id} to {route:?}");
+            if let Some(n) = envelope.header(ATTEMPTS_HEADER) {
+                line.push_str(&format!(" attempt {}", n.to_template_text().unwrap_or_default()));
+            }
+            if let Some(class) = envelope.header(header::CLASS) {
+                line.push_str(&format!(" class {}", class.to_template_text().unwrap_or_default()));
+            }
+            if let Some(reason) = envelope.header(header::REASON) {
+                line.push_str(&format!(" ({})", reason.to_template_text().unwrap_or_default()));
+            }
+            self.log.lock().expect("log lock").push(line);
             let result = self.script.lock().expect("log lock").pop_front().unwrap_or(Ok(()));
             Ok(Box::pin(async move { result }))
         }
@@ -485,6 +614,8 @@ mod tests {
                 initial_backoff: Duration::from_millis(100),
                 max_backoff: Duration::from_secs(1),
                 multiplier: 2.0,
+                jitter: 0.5,
+                max_attempts: None,
             },
             metrics,
             health: Arc::default(),
@@ -619,5 +750,70 @@ mod tests {
         assert_eq!(emits.len(), 1, "{emits:?}");
         assert!(!emits[0].contains("dlq"), "{emits:?}");
         assert_eq!(lossy_count(&metrics).as_deref(), Some("1"));
+    }
+
+    fn counted(mut bridge: Bridge, max: u32) -> Bridge {
+        bridge.retry.max_attempts = Some(max);
+        bridge
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_destination_stops_the_bridge_and_gives_the_message_back() {
+        let missing = Err(DeliveryError::NoDestination("exchange \"ex\" does not exist".into()));
+        let (bridge, log) =
+            bridge(vec![message("1", Some("a")), message("2", Some("b"))], vec![missing], true);
+        let health = bridge.health.clone();
+        let result = run_until(bridge, &log, &["release 1"], 1).await;
+        let error = result.expect_err("the bridge stops");
+        assert!(error.contains("does not exist"), "{error}");
+        assert!(lines(&log, "accept 1").is_empty(), "nothing acked for the failed message");
+        assert!(lines(&log, "emit 1").iter().all(|l| !l.contains("dlq")), "not dead-lettered");
+        let (ready, report) = health.report();
+        assert!(!ready);
+        assert!(report.contains("b sink: stopped: exchange \"ex\" does not exist"), "{report}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_destination_chosen_by_the_message_is_dead_lettered() {
+        let missing = Err(DeliveryError::NoDestination("no exchange".into()));
+        let (mut bridge, log) = bridge(vec![message("1", Some("a"))], vec![missing], true);
+        let template = |t: &str| Template::parse(t, None).expect("template");
+        bridge.route = RouteTemplate::Amqp091 {
+            exchange: template("{header.rk}"),
+            routing_key: template("k"),
+        };
+        run_until(bridge, &log, &["accept"], 1).await.expect("keeps running");
+        let emits = lines(&log, "emit");
+        assert!(emits[1].contains("class dead-letter (no such destination)"), "{emits:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_stop_at_max_attempts_and_dead_letter() {
+        let busy = || Err(DeliveryError::Transient("busy".into()));
+        let (bridge, log) =
+            bridge(vec![message("1", Some("a"))], vec![busy(), busy(), busy(), busy()], true);
+        run_until(counted(bridge, 3), &log, &["accept"], 1).await.expect("runs");
+        let emits = lines(&log, "emit");
+        assert_eq!(emits.len(), 4, "three attempts, then the dead letter: {emits:?}");
+        assert!(emits[0].ends_with("attempt 1") && emits[2].ends_with("attempt 3"), "{emits:?}");
+        assert!(emits[3].contains("class retry (max-retries)"), "{emits:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_that_comes_back_is_counted_across_trips() {
+        let mut back_once = message("1", Some("a"));
+        stamp_attempts(&mut back_once, "b", 1);
+        let mut back_at_max = message("2", Some("b"));
+        stamp_attempts(&mut back_at_max, "b", 3);
+        let mut other_bridge = message("3", Some("c"));
+        stamp_attempts(&mut other_bridge, "elsewhere", 7);
+        let (bridge, log) = bridge(vec![back_once, back_at_max, other_bridge], vec![], true);
+        run_until(counted(bridge, 3), &log, &["accept"], 3).await.expect("runs");
+        let emits = lines(&log, "emit");
+        assert!(emits.iter().any(|l| l.starts_with("emit 1") && l.ends_with("attempt 2")));
+        assert!(emits.iter().any(|l| l.starts_with("emit 3") && l.ends_with("attempt 1")));
+        let twos: Vec<_> = emits.iter().filter(|l| l.starts_with("emit 2")).collect();
+        assert_eq!(twos.len(), 1, "{emits:?}");
+        assert!(twos[0].contains("dlq") && twos[0].contains("(max-retries)"), "{twos:?}");
     }
 }

@@ -83,6 +83,21 @@ pub enum Disposition {
     Retry,
     /// The message can never be delivered as it is: dead-letter it.
     DeadLetter,
+    /// The bridge is misconfigured (a missing destination, credentials or permissions the
+    /// broker refuses): no message can get through until someone fixes it, so the bridge
+    /// stops and gives back what it holds.
+    Fatal,
+}
+
+impl Disposition {
+    /// The outcome class as dead-letter headers and logs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Disposition::Retry => "retry",
+            Disposition::DeadLetter => "dead-letter",
+            Disposition::Fatal => "fatal",
+        }
+    }
 }
 
 /// Why a sink could not deliver one message.
@@ -105,10 +120,16 @@ pub enum DeliveryError {
     /// A strict bridge refuses to send a message that would lose a value on the way.
     #[error("lossy conversion refused by strict mode: {0}")]
     Lossy(String),
+    /// The destination (exchange, topic, address) does not exist.
+    #[error("{0}")]
+    NoDestination(String),
+    /// The broker refused the credentials, or the user may not write to the destination.
+    #[error("{0}")]
+    Denied(String),
 }
 
 impl DeliveryError {
-    /// Sorts the error into retry or dead-letter.
+    /// Sorts the error into retry, dead-letter or fatal.
     pub fn disposition(&self) -> Disposition {
         match self {
             DeliveryError::Disconnected(_)
@@ -119,6 +140,23 @@ impl DeliveryError {
             | DeliveryError::Refused(_)
             | DeliveryError::Encode(_)
             | DeliveryError::Lossy(_) => Disposition::DeadLetter,
+            DeliveryError::NoDestination(_) | DeliveryError::Denied(_) => Disposition::Fatal,
+        }
+    }
+
+    /// What the broker itself said, when the error carries its answer.
+    pub fn broker_text(&self) -> Option<String> {
+        match self {
+            DeliveryError::Unroutable { code, text } => Some(format!("{code} {text}")),
+            DeliveryError::Nacked(text)
+            | DeliveryError::TooLarge(text)
+            | DeliveryError::Refused(text)
+            | DeliveryError::Transient(text)
+            | DeliveryError::NoDestination(text)
+            | DeliveryError::Denied(text) => Some(text.clone()),
+            DeliveryError::Disconnected(_) | DeliveryError::Encode(_) | DeliveryError::Lossy(_) => {
+                None
+            }
         }
     }
 
@@ -133,6 +171,8 @@ impl DeliveryError {
             DeliveryError::Transient(_) => "transient",
             DeliveryError::Encode(_) => "untranslatable",
             DeliveryError::Lossy(_) => "lossy conversion",
+            DeliveryError::NoDestination(_) => "no such destination",
+            DeliveryError::Denied(_) => "access refused",
         }
     }
 }

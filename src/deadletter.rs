@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::connector::{DeliveryError, Sink};
+use crate::connector::{DeliveryError, Disposition, Sink};
 use crate::pipeline::{Envelope, Ledger, RouteTemplate, Value};
 
 /// Header names added to a dead letter. No `x-` prefix: RabbitMQ treats those as its own.
@@ -16,6 +16,25 @@ pub mod header {
     pub const ERROR: &str = "portico.dlq.error";
     pub const ATTEMPTS: &str = "portico.dlq.attempts";
     pub const TIME: &str = "portico.dlq.time";
+    pub const CLASS: &str = "portico.dlq.class";
+    pub const FIRST_FAILURE: &str = "portico.dlq.first-failure";
+    pub const LAST_FAILURE: &str = "portico.dlq.last-failure";
+    pub const BROKER_ERROR: &str = "portico.dlq.broker-error";
+
+    /// Every header of the envelope, which a replay strips.
+    pub const ALL: [&str; 11] = [
+        REASON,
+        STAGE,
+        BRIDGE,
+        SOURCE,
+        ERROR,
+        ATTEMPTS,
+        TIME,
+        CLASS,
+        FIRST_FAILURE,
+        LAST_FAILURE,
+        BROKER_ERROR,
+    ];
 }
 
 /// The step at which a message failed.
@@ -39,8 +58,32 @@ impl Stage {
 pub struct Failure {
     pub stage: Stage,
     pub reason: &'static str,
+    /// The outcome class of the last failed attempt: `dead-letter`, or `retry` when the
+    /// attempts ran out.
+    pub class: Disposition,
     pub error: String,
+    /// The broker's own answer, when it gave one.
+    pub broker_error: Option<String>,
     pub attempts: u32,
+    pub first_failure: SystemTime,
+    pub last_failure: SystemTime,
+}
+
+impl Failure {
+    /// A failure seen once, now.
+    pub fn now(stage: Stage, reason: &'static str, error: String, attempts: u32) -> Failure {
+        let now = SystemTime::now();
+        Failure {
+            stage,
+            reason,
+            class: Disposition::DeadLetter,
+            error,
+            broker_error: None,
+            attempts,
+            first_failure: now,
+            last_failure: now,
+        }
+    }
 }
 
 /// A bridge's dead-letter sink and its destination.
@@ -71,18 +114,31 @@ impl DeadLetter {
 /// The original message, untouched, plus the failure headers.
 pub fn letter(original: &Envelope, failure: &Failure, bridge: &str) -> Envelope {
     let mut letter = original.clone();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    // A message dead-lettered before (and replayed) gets a fresh envelope, not two.
+    letter.headers.retain(|(name, _)| !header::ALL.contains(&name.as_str()));
     let text = |s: &str| Value::String(s.to_owned());
     letter.headers.extend([
         (header::REASON.to_owned(), text(failure.reason)),
+        (header::CLASS.to_owned(), text(failure.class.name())),
         (header::STAGE.to_owned(), text(failure.stage.name())),
         (header::BRIDGE.to_owned(), text(bridge)),
         (header::SOURCE.to_owned(), text(&original.origin.coordinates())),
         (header::ERROR.to_owned(), text(&failure.error)),
         (header::ATTEMPTS.to_owned(), Value::I64(i64::from(failure.attempts))),
-        (header::TIME.to_owned(), Value::Timestamp(i64::try_from(now).unwrap_or(i64::MAX))),
+        (header::FIRST_FAILURE.to_owned(), Value::Timestamp(millis(failure.first_failure))),
+        (header::LAST_FAILURE.to_owned(), Value::Timestamp(millis(failure.last_failure))),
+        (header::TIME.to_owned(), Value::Timestamp(millis(SystemTime::now()))),
     ]);
+    if let Some(broker) = &failure.broker_error {
+        letter.headers.push((header::BROKER_ERROR.to_owned(), text(broker)));
+    }
     letter
+}
+
+/// Milliseconds since the Unix epoch (the unit of [`Value::Timestamp`]).
+fn millis(time: SystemTime) -> i64 {
+    let ms = time.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -95,13 +151,18 @@ mod tests {
             Envelope { body: bytes::Bytes::from_static(b"payload"), ..Envelope::default() };
         original.origin.queue = Some("orders".into());
         original.headers.push(("h".into(), Value::I32(1)));
-        let failure = Failure {
-            stage: Stage::Translate,
-            reason: "template value missing",
-            error: "e".into(),
-            attempts: 1,
-        };
+        let mut failure = Failure::now(Stage::Translate, "template value missing", "e".into(), 1);
+        failure.first_failure = UNIX_EPOCH + std::time::Duration::from_millis(1_000);
+        failure.last_failure = UNIX_EPOCH + std::time::Duration::from_millis(2_000);
         let letter = letter(&original, &failure, "b1");
+        assert_eq!(letter.header(header::CLASS), Some(&Value::String("dead-letter".into())));
+        assert_eq!(letter.header(header::FIRST_FAILURE), Some(&Value::Timestamp(1_000)));
+        assert_eq!(letter.header(header::LAST_FAILURE), Some(&Value::Timestamp(2_000)));
+        assert_eq!(letter.header(header::BROKER_ERROR), None, "none given");
+        let again = super::letter(&letter, &Failure { attempts: 4, ..failure }, "b1");
+        let reasons = again.headers.iter().filter(|(n, _)| n == header::REASON).count();
+        assert_eq!(reasons, 1, "a second dead-lettering replaces the envelope");
+        assert_eq!(again.header(header::ATTEMPTS), Some(&Value::I64(4)));
         assert_eq!(letter.body, original.body);
         assert_eq!(letter.headers[0], original.headers[0]);
         assert_eq!(

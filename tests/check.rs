@@ -293,3 +293,40 @@ bridges:
     let got: Vec<&str> = stderr.lines().collect();
     assert_eq!(got, expected);
 }
+
+#[test]
+fn a_retry_policy_is_checked_with_positions() {
+    let path = write(
+        "retry.yaml",
+        "\
+connections:
+  r: { protocol: amqp091, url: \"amqp://h:5672\" }
+bridges:
+  - name: a
+    source: { connection: r, queue: q }
+    sink: { connection: r, exchange: \"\", routing_key: t }
+    retry:
+      max_attempts: 0
+      jitter: 1.5
+  - name: b
+    source: { connection: r, queue: q2 }
+    sink: { connection: r, exchange: \"\", routing_key: t }
+    retry: { max_attempts: 5, jitter: 0.2, initial_backoff: 10ms, max_backoff: 2s }
+",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    let file = path.display();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{file}:8:21: bridges[0].retry.max_attempts: must be at least 1; omit it to \
+                 retry transient failures without limit"
+            ),
+            format!("{file}:9:15: bridges[0].retry.jitter: must be between 0.0 and 1.0"),
+        ],
+        "{stderr}"
+    );
+}

@@ -79,10 +79,8 @@ impl Amqp091Sink {
                 }
                 Ok(())
             }
-            Err(e) if e.to_string().contains("NOT_FOUND") => Err(DeliveryError::Refused(format!(
-                "exchange {exchange:?} does not exist; declare it (connections.*.declare) first"
-            ))),
-            Err(e) => Err(DeliveryError::Disconnected(redact(&e.to_string()))),
+            Err(e) if e.to_string().contains("NOT_FOUND") => Err(missing_exchange(exchange)),
+            Err(e) => Err(classify(&e.to_string())),
         }
     }
 
@@ -117,7 +115,10 @@ impl Amqp091Sink {
             Err(error) => {
                 let error = redact(&error);
                 self.health.waiting(&self.role, format!("cannot connect: {error}"));
-                Err(DeliveryError::Disconnected(error))
+                Err(match classify(&error) {
+                    denied @ DeliveryError::Denied(_) => denied,
+                    _ => DeliveryError::Disconnected(error),
+                })
             }
         }
     }
@@ -180,8 +181,12 @@ impl Sink for Amqp091Sink {
                 }
                 // The channel closed under this publish, perhaps for another message's fault
                 // (every pending confirm fails with the same error): retry; a new channel
-                // tells whose fault it was.
-                Err(e) => Err(DeliveryError::Disconnected(redact(&e.to_string()))),
+                // tells whose fault it was. Only a refused permission is the same for every
+                // message of this bridge.
+                Err(e) => Err(match classify(&e.to_string()) {
+                    denied @ DeliveryError::Denied(_) => denied,
+                    other => DeliveryError::Disconnected(other.to_string()),
+                }),
             }
         }))
     }
@@ -200,13 +205,48 @@ impl Sink for Amqp091Sink {
     }
 }
 
-/// A channel closed by the broker says why; a missing exchange will not appear by retrying.
+fn missing_exchange(exchange: &str) -> DeliveryError {
+    DeliveryError::NoDestination(format!(
+        "exchange {exchange:?} does not exist; create it or list it under the connection's \
+         declare.exchanges, then restart portico"
+    ))
+}
+
+/// A connection or channel closed by the broker says why: refused credentials or permissions
+/// and a missing exchange will not change by retrying; anything else may.
 fn classify(error: &str) -> DeliveryError {
     let error = redact(error);
-    let refused = ["NOT_FOUND", "no exchange", "PRECONDITION_FAILED", "ACCESS_REFUSED"];
-    if refused.iter().any(|r| error.contains(r)) {
+    if error.contains("ACCESS_REFUSED") || error.contains("authentication mechanism") {
+        DeliveryError::Denied(format!(
+            "the broker refused access: {error}; check the user and its permissions \
+             (configure, write) on this vhost and exchange"
+        ))
+    } else if error.contains("NOT_FOUND") || error.contains("no exchange") {
+        DeliveryError::NoDestination(format!(
+            "{error}; create the exchange or list it under the connection's declare.exchanges"
+        ))
+    } else if error.contains("PRECONDITION_FAILED") {
         DeliveryError::Refused(error)
     } else {
         DeliveryError::Disconnected(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::Disposition;
+
+    #[test]
+    fn broker_answers_are_classified() {
+        let login = "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN";
+        assert_eq!(classify(login).disposition(), Disposition::Fatal);
+        let write = "ACCESS_REFUSED - write access to exchange 'x' in vhost '/' refused";
+        assert_eq!(classify(write).disposition(), Disposition::Fatal);
+        let missing = "NOT_FOUND - no exchange 'x' in vhost '/'";
+        assert_eq!(classify(missing).disposition(), Disposition::Fatal);
+        assert_eq!(missing_exchange("x").disposition(), Disposition::Fatal);
+        assert_eq!(classify("PRECONDITION_FAILED - x").disposition(), Disposition::DeadLetter);
+        assert_eq!(classify("connection reset by peer").disposition(), Disposition::Retry);
     }
 }

@@ -47,7 +47,10 @@ impl Amqp10Sink {
             }
             Err(error) => {
                 self.health.waiting(&self.role, format!("cannot connect: {error}"));
-                Err(DeliveryError::Disconnected(error))
+                Err(match classify(&error) {
+                    denied @ DeliveryError::Denied(_) => denied,
+                    _ => DeliveryError::Disconnected(error),
+                })
             }
         }
     }
@@ -79,14 +82,10 @@ async fn attach(
             let error = format!("cannot attach a sender to {address:?}: {e}");
             // Only the peer's verdict on the address is permanent; a connection or session
             // lost during the attach is retried on a new one.
-            let permanent = ["NotFound", "not-found", "UnauthorizedAccess", "NotAllowed"]
-                .iter()
-                .any(|p| error.contains(p))
-                || matches!(e, SenderAttachError::IncomingTargetIsNone);
-            if permanent {
-                DeliveryError::Refused(error)
+            if matches!(e, SenderAttachError::IncomingTargetIsNone) {
+                DeliveryError::NoDestination(format!("{error}; create the address first"))
             } else {
-                DeliveryError::Disconnected(error)
+                classify(&error)
             }
         })?;
     state.senders.insert(address.to_owned(), sender);
@@ -150,16 +149,22 @@ impl Sink for Amqp10Sink {
         Ok(Box::pin(async move {
             match outcome.await {
                 Ok(Outcome::Accepted(_)) => Ok(()),
-                Ok(Outcome::Rejected(rejected)) => {
-                    Err(DeliveryError::Refused(match rejected.error {
-                        Some(e) => format!(
+                Ok(Outcome::Rejected(rejected)) => Err(match rejected.error {
+                    Some(e) => {
+                        let text = format!(
                             "rejected: {:?} {}",
                             e.condition,
                             e.description.unwrap_or_default()
-                        ),
-                        None => "rejected".to_owned(),
-                    }))
-                }
+                        );
+                        // A rejection for a missing node or a refused permission is the
+                        // same for every message; for anything else, this one's fault.
+                        match classify(&text) {
+                            DeliveryError::Disconnected(_) => DeliveryError::Refused(text),
+                            other => other,
+                        }
+                    }
+                    None => DeliveryError::Refused("rejected".to_owned()),
+                }),
                 Ok(Outcome::Released(_)) => {
                     Err(DeliveryError::Transient("released by the peer".into()))
                 }
@@ -189,5 +194,44 @@ impl Sink for Amqp10Sink {
             }
             state.link.close().await;
         }
+    }
+}
+
+/// Sorts the peer's error conditions (`amqp:not-found`, `amqp:unauthorized-access`, a SASL
+/// outcome) from everything else, which may go away by reconnecting.
+fn classify(error: &str) -> DeliveryError {
+    let lower = error.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+    if has(&["unauthorizedaccess", "unauthorized-access", "sasl", "authentication"]) {
+        DeliveryError::Denied(format!(
+            "the broker refused access: {error}; check the user, password and its permissions \
+             on the address"
+        ))
+    } else if has(&["notfound", "not-found"]) {
+        DeliveryError::NoDestination(format!(
+            "{error}; create the address first, or let the broker create it"
+        ))
+    } else if has(&["notallowed", "not-allowed"]) {
+        DeliveryError::Refused(error.to_owned())
+    } else {
+        DeliveryError::Disconnected(error.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::Disposition;
+
+    #[test]
+    fn peer_conditions_are_classified() {
+        let attach = "cannot attach a sender to \"q\": Remote error: AmqpError(NotFound)";
+        assert_eq!(classify(attach).disposition(), Disposition::Fatal);
+        let access = "rejected: AmqpError(UnauthorizedAccess) no write on q";
+        assert_eq!(classify(access).disposition(), Disposition::Fatal);
+        let sasl = "amqp://h: SASL error code Auth";
+        assert_eq!(classify(sasl).disposition(), Disposition::Fatal);
+        assert_eq!(classify("AmqpError(NotAllowed)").disposition(), Disposition::DeadLetter);
+        assert_eq!(classify("connection reset").disposition(), Disposition::Retry);
     }
 }

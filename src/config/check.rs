@@ -86,6 +86,8 @@ impl Checker {
             initial_backoff: bridge.retry.initial_backoff.0,
             max_backoff: bridge.retry.max_backoff.0,
             multiplier: bridge.retry.multiplier,
+            jitter: bridge.retry.jitter,
+            max_attempts: bridge.retry.max_attempts,
         };
         if retry.initial_backoff < std::time::Duration::from_millis(1) {
             self.problem(format!("{path}.retry.initial_backoff"), "must be at least 1ms");
@@ -95,6 +97,15 @@ impl Checker {
         }
         if !(1.0..=10.0).contains(&retry.multiplier) {
             self.problem(format!("{path}.retry.multiplier"), "must be between 1.0 and 10.0");
+        }
+        if !(0.0..=1.0).contains(&retry.jitter) {
+            self.problem(format!("{path}.retry.jitter"), "must be between 0.0 and 1.0");
+        }
+        if retry.max_attempts == Some(0) {
+            self.problem(
+                format!("{path}.retry.max_attempts"),
+                "must be at least 1; omit it to retry transient failures without limit",
+            );
         }
         let rules = self.rules(
             path,

@@ -281,6 +281,12 @@ pub struct RetryFile {
     pub max_backoff: Span,
     #[serde(default = "default_multiplier")]
     pub multiplier: f64,
+    /// The random share of each backoff step, 0.0 to 1.0.
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Deliveries of one message before it is dead-lettered (`max-retries`); unlimited when
+    /// omitted.
+    pub max_attempts: Option<u32>,
 }
 
 impl Default for RetryFile {
@@ -289,6 +295,8 @@ impl Default for RetryFile {
             initial_backoff: default_initial_backoff(),
             max_backoff: default_max_backoff(),
             multiplier: default_multiplier(),
+            jitter: default_jitter(),
+            max_attempts: None,
         }
     }
 }
@@ -347,6 +355,10 @@ fn default_max_backoff() -> Span {
 
 fn default_multiplier() -> f64 {
     2.0
+}
+
+fn default_jitter() -> f64 {
+    0.5
 }
 
 fn yes() -> bool {

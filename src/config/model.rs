@@ -153,4 +153,9 @@ pub struct RetryModel {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     pub multiplier: f64,
+    /// The random share of each backoff step (0.0 to 1.0).
+    pub jitter: f64,
+    /// Deliveries of one message, counted across its returns to the source, before it is
+    /// dead-lettered with reason `max-retries`; `None` retries transient failures forever.
+    pub max_attempts: Option<u32>,
 }

@@ -102,8 +102,9 @@ impl KafkaSink {
             Some(Some(code))
                 if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition =>
             {
-                Err(DeliveryError::Refused(format!(
-                    "topic {topic:?} does not exist; create it or list it under declare.topics"
+                Err(DeliveryError::NoDestination(format!(
+                    "topic {topic:?} does not exist and the broker does not create it; create \
+                     it or list it under the connection's declare.topics, then restart portico"
                 )))
             }
             _ => Ok(()),
@@ -213,13 +214,52 @@ fn classify(error: KafkaError) -> DeliveryError {
             C::InvalidMessage
             | C::InvalidRecord
             | C::InvalidTimestamp
-            | C::TopicAuthorizationFailed
             | C::InvalidTopic
-            | C::UnknownTopic
             | C::PolicyViolation
             | C::UnknownPartition
             | C::InvalidRequiredAcks,
         ) => DeliveryError::Refused(text),
+        Some(
+            C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::TransactionalIdAuthorizationFailed
+            | C::SaslAuthenticationFailed
+            | C::Authentication,
+        ) => DeliveryError::Denied(format!(
+            "the broker refused access: {text}; check the credentials (sasl.* options) and the \
+             ACLs for writing to the topic"
+        )),
+        // Local "unknown topic": librdkafka learnt from the broker's metadata that the topic
+        // does not exist. The broker's UnknownTopicOrPartition, in contrast, is also what a
+        // partition without a leader answers during an outage, so it stays transient and
+        // `check_topic` asks the broker before the next attempt.
+        Some(C::UnknownTopic) => DeliveryError::NoDestination(format!(
+            "{text}; create the topic or list it under the connection's declare.topics"
+        )),
         _ => DeliveryError::Transient(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::Disposition;
+
+    fn production(code: RDKafkaErrorCode) -> Disposition {
+        classify(KafkaError::MessageProduction(code)).disposition()
+    }
+
+    #[test]
+    fn broker_errors_are_classified() {
+        use RDKafkaErrorCode as C;
+        assert_eq!(production(C::MessageSizeTooLarge), Disposition::DeadLetter);
+        assert_eq!(production(C::InvalidTopic), Disposition::DeadLetter);
+        assert_eq!(production(C::TopicAuthorizationFailed), Disposition::Fatal);
+        assert_eq!(production(C::SaslAuthenticationFailed), Disposition::Fatal);
+        assert_eq!(production(C::UnknownTopic), Disposition::Fatal);
+        // Also the answer of a partition without a leader: an outage, not a missing topic.
+        assert_eq!(production(C::UnknownTopicOrPartition), Disposition::Retry);
+        assert_eq!(production(C::MessageTimedOut), Disposition::Retry);
+        assert_eq!(production(C::NotEnoughReplicas), Disposition::Retry);
     }
 }

@@ -113,6 +113,17 @@ impl FilterMissing for Result<Route, TranslateError> {
 }
 
 impl RouteTemplate {
+    /// Whether the destination (exchange, topic, address; not the routing key or Kafka key)
+    /// is the same for every message. A missing static destination is a configuration
+    /// fault; a missing destination taken from the message is that message's fault.
+    pub fn destination_is_static(&self) -> bool {
+        match self {
+            RouteTemplate::Amqp091 { exchange, .. } => exchange.is_static(),
+            RouteTemplate::Kafka { topic, .. } => topic.is_static(),
+            RouteTemplate::Amqp10 { name, .. } => name.is_static(),
+        }
+    }
+
     /// Renders the destination of `envelope`.
     pub fn resolve(&self, envelope: &Envelope) -> Result<Route, TranslateError> {
         match self {

@@ -1041,6 +1041,8 @@ def test_rejected_by_peer_goes_to_dead_letter(portico, rabbit, amqp10, peer):
     assert props.headers["portico.dlq.reason"] == "refused"
     assert props.headers["portico.dlq.stage"] == "deliver"
     assert "no such order" in props.headers["portico.dlq.error"]
+    assert props.headers["portico.dlq.class"] == "dead-letter"
+    assert "no such order" in props.headers["portico.dlq.broker-error"]
     wait_settled(p, 1)
     assert len(peer.received("rej")) == 1  # no retry of a rejected message
     assert metric(p, "portico_delivery_retries_total") == 0

@@ -146,11 +146,14 @@ def test_missing_template_value_dead_letters_to_kafka_then_acks(portico, rabbit)
         "n",
         "tenant",
         "portico.dlq.reason",
+        "portico.dlq.class",
         "portico.dlq.stage",
         "portico.dlq.bridge",
         "portico.dlq.source",
         "portico.dlq.error",
         "portico.dlq.attempts",
+        "portico.dlq.first-failure",
+        "portico.dlq.last-failure",
         "portico.dlq.time",
         "portico.types",
     ]
@@ -166,9 +169,15 @@ def test_missing_template_value_dead_letters_to_kafka_then_acks(portico, rabbit)
     assert b"header.customer_id" in h["portico.dlq.error"]
     assert h["portico.dlq.attempts"] == b"1"
     assert before <= int(h["portico.dlq.time"]) <= after
+    assert h["portico.dlq.class"] == b"dead-letter"
+    first, last = int(h["portico.dlq.first-failure"]), int(h["portico.dlq.last-failure"])
+    assert before <= first == last <= int(h["portico.dlq.time"])
+    assert "portico.dlq.broker-error" not in h, "a translation failure has no broker answer"
     assert json.loads(h["portico.types"]) == {
         "n": "i32",
         "portico.dlq.attempts": "i64",
+        "portico.dlq.first-failure": "timestamp",
+        "portico.dlq.last-failure": "timestamp",
         "portico.dlq.time": "timestamp",
     }
 
@@ -233,8 +242,14 @@ def test_unroutable_publish_is_dead_lettered_and_its_offset_committed(portico, r
     dl = dlq_headers(h)
     assert sorted(dl) == sorted(
         f"portico.dlq.{n}"
-        for n in ("reason", "stage", "bridge", "source", "error", "attempts", "time")
+        for n in (
+            "reason", "class", "stage", "bridge", "source", "error", "attempts",
+            "first-failure", "last-failure", "time", "broker-error",
+        )
     )
+    assert dl["portico.dlq.class"] == "dead-letter"
+    assert dl["portico.dlq.broker-error"] == "312 NO_ROUTE"
+    assert types["portico.dlq.first-failure"] == "T" and types["portico.dlq.last-failure"] == "T"
     assert dl["portico.dlq.reason"] == "unroutable"
     assert dl["portico.dlq.stage"] == "deliver"
     assert dl["portico.dlq.bridge"] == name

@@ -1,0 +1,181 @@
+"""Outcome classes and the retry policy on real brokers: a misconfigured bridge stops (fatal)
+while the others run on; a message that keeps coming back is counted by the gateway's own
+header and dead-lettered with reason `max-retries` (case 3)."""
+
+import json
+
+import pika
+
+from conftest import KAFKA_BROKERS, RABBIT_URL, create_topic, unique, wait_until
+from wire091 import typed_get
+
+RETRY = {"initial_backoff": "20ms", "max_backoff": "200ms", "multiplier": 2.0}
+
+
+def config(bridges, rabbit_url=RABBIT_URL):
+    connections = {
+        "rabbit": {"protocol": "amqp091", "url": RABBIT_URL},
+        "target": {"protocol": "amqp091", "url": rabbit_url},
+        "kafka": {"protocol": "kafka", "brokers": KAFKA_BROKERS},
+    }
+    return f"connections: {json.dumps(connections)}\nbridges: {json.dumps(bridges)}\n"
+
+
+def publish(queue, count, prefix="m"):
+    conn = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for n in range(count):
+            ch.basic_publish("", queue, f"{prefix}-{n}".encode(), pika.BasicProperties(message_id=f"{prefix}-{n}"))
+    finally:
+        conn.close()
+
+
+def metric(p, name):
+    return p.metrics().get(name, 0)
+
+
+def wait_stopped(p, part):
+    """Waits until /readyz reports `part` stopped; returns that line."""
+
+    def stopped():
+        status, text = p.http("/readyz")
+        lines = [line for line in text.splitlines() if line.startswith(f"{part}: stopped")]
+        return status == 503 and lines and lines[0]
+
+    return wait_until(stopped, 60, f"{part} stopped\n{p.log()[-2000:]}")
+
+
+def fatal_and_healthy(portico, rabbit, broken_sink, rabbit_url=RABBIT_URL):
+    """Runs a bridge whose sink is `broken_sink` beside a healthy one; returns (portico,
+    the /readyz line of the broken bridge, its source queue)."""
+    broken_src, good_src, good_dst = (rabbit.queue(unique(n)) for n in ("fatal-src", "ok-src", "ok-dst"))
+    broken, good = unique("broken"), unique("good")
+    publish(broken_src, 5)
+    bridges = [
+        {"name": broken, "source": {"connection": "rabbit", "queue": broken_src}, "sink": broken_sink, "retry": RETRY},
+        {"name": good, "source": {"connection": "rabbit", "queue": good_src},
+         "sink": {"connection": "rabbit", "exchange": "", "routing_key": good_dst}},
+    ]
+    p = portico(config(bridges, rabbit_url), ready=False)
+    line = wait_stopped(p, f"{broken} sink")
+    # The process and the other bridge keep running.
+    publish(good_src, 3)
+    wait_until(lambda: rabbit.depth(good_dst) == 3, 30, "the healthy bridge delivering")
+    assert p.proc.poll() is None
+    # Nothing of the broken bridge was acked: after its stop every message is back, ready.
+    wait_until(lambda: rabbit.depth(broken_src) == 5, 30, f"5 messages back on {broken_src}")
+    assert metric(p, "portico_messages_dead_lettered_total") == 0
+    assert metric(p, "portico_messages_rejected_total") == 0
+    wait_until(lambda: "Bridge stopped" in p.log(), 10, "the 'Bridge stopped' log line")
+    assert p.stop() == 0
+    return p, line
+
+
+def test_a_missing_exchange_stops_that_bridge_only(portico, rabbit):
+    exchange = unique("nowhere")
+    sink = {"connection": "rabbit", "exchange": exchange, "routing_key": "k"}
+    p, line = fatal_and_healthy(portico, rabbit, sink)
+    print(line)
+    assert f'exchange "{exchange}" does not exist' in line
+    assert "declare.exchanges" in line
+    assert "declare.exchanges" in p.log()
+
+
+def test_refused_credentials_stop_that_bridge_only(portico, rabbit):
+    wrong = RABBIT_URL.replace("guest:guest@", "guest:not-the-password@")
+    assert wrong != RABBIT_URL
+    sink = {"connection": "target", "exchange": "", "routing_key": unique("never")}
+    p, line = fatal_and_healthy(portico, rabbit, sink, rabbit_url=wrong)
+    print(line)
+    assert "refused access" in line and "ACCESS_REFUSED" in line
+    assert "not-the-password" not in p.log(), "no secrets in the log"
+
+
+def test_a_missing_kafka_topic_stops_that_bridge_only(portico, rabbit):
+    """Not declared, not auto-created: a configuration fault, not an outage (the broker
+    answers), and not the message's fault (the topic is the same for every message)."""
+    topic = unique("missing")
+    sink = {"connection": "kafka", "topic": topic}
+    p, line = fatal_and_healthy(portico, rabbit, sink)
+    print(line)
+    assert f'topic "{topic}" does not exist' in line and "declare.topics" in line
+
+
+def test_a_missing_topic_named_by_the_message_is_dead_lettered(portico, rabbit):
+    """The same fault, when the message picks the topic, is that message's: dead-lettered,
+    and the bridge goes on."""
+    src, dlq = rabbit.queue(unique("src")), rabbit.queue(unique("dlq"))
+    good = create_topic(unique("t"))
+    name = unique("b")
+    bridges = [{
+        "name": name,
+        "source": {"connection": "rabbit", "queue": src},
+        "sink": {"connection": "kafka", "topic": "{header.topic}"},
+        "dead_letter": {"connection": "rabbit", "exchange": "", "routing_key": dlq},
+        "retry": RETRY,
+    }]
+    p = portico(config(bridges))
+    rabbit.publish(src, b"lost", headers={"topic": unique("missing")})
+    rabbit.publish(src, b"fine", headers={"topic": good})
+    [(_, props, body, _)] = typed_get(rabbit, dlq, 1)
+    assert body == b"lost"
+    h = props.headers
+    assert (h["portico.dlq.reason"], h["portico.dlq.class"]) == ("no such destination", "dead-letter")
+    assert "does not exist" in h["portico.dlq.broker-error"]
+    wait_until(lambda: metric(p, "portico_messages_delivered_total") == 1, 30, "the good one delivered")
+    assert p.http("/readyz")[0] == 200
+
+
+def test_case3_rejected_downstream_three_times_then_max_retries(portico, rabbit):
+    """Case 3. The target queue's consumer rejects; the target's dead-letter exchange routes
+    the message back to the source queue; the gateway delivers it again. It counts in its
+    own header (RabbitMQ's x-death count is not trusted) and after retry.max_attempts (3)
+    the message goes to the dead letter with reason max-retries."""
+    source = rabbit.queue(unique("c3-src"))
+    target = rabbit.queue(unique("c3-dst"), {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": source})
+    dlq = rabbit.queue(unique("c3-dlq"))
+    name = unique("c3")
+    bridges = [{
+        "name": name,
+        "source": {"connection": "rabbit", "queue": source},
+        "sink": {"connection": "rabbit", "exchange": "", "routing_key": target},
+        "dead_letter": {"connection": "rabbit", "exchange": "", "routing_key": dlq},
+        "retry": {**RETRY, "max_attempts": 3},
+    }]
+    p = portico(config(bridges))
+    rabbit.publish(source, b"poison", message_id="c3-1", headers={"tenant": "t1"})
+
+    seen = []
+    conn = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
+    try:
+        ch = conn.channel()
+
+        def reject_one():
+            method, props, body = ch.basic_get(target, auto_ack=False)
+            if method is None:
+                return False
+            seen.append((props.headers.get("portico.attempts"), props.headers.get("portico.attempts.bridge"), body))
+            ch.basic_reject(method.delivery_tag, requeue=False)
+            return True
+
+        for _ in range(3):
+            wait_until(reject_one, 30, f"delivery {len(seen) + 1} on {target}")
+    finally:
+        conn.close()
+    assert seen == [(1, name, b"poison"), (2, name, b"poison"), (3, name, b"poison")]
+
+    [(_, props, body, _)] = typed_get(rabbit, dlq, 1)
+    assert body == b"poison" and props.message_id == "c3-1"
+    h = props.headers
+    assert h["portico.dlq.reason"] == "max-retries"
+    assert h["portico.dlq.class"] == "retry"
+    assert h["portico.dlq.attempts"] == 3
+    assert h["tenant"] == "t1"
+    # RabbitMQ counted too, in its own way; the gateway did not use it.
+    assert [d["reason"] for d in h["x-death"]] == ["rejected"]
+    wait_until(lambda: metric(p, "portico_messages_dead_lettered_total") == 1, 10, "1 dead-lettered")
+    # Never a fourth delivery, never a loop: everything is settled and every queue is empty.
+    assert metric(p, "portico_messages_delivered_total") == 3
+    assert (rabbit.depth(source), rabbit.depth(target), rabbit.depth(dlq)) == (0, 0, 0)
