@@ -187,7 +187,7 @@ fn build_source(bridge: &str, model: &SourceModel, health: &Arc<Health>) -> Box<
     }
 }
 
-fn build_sink(
+pub(crate) fn build_sink(
     role: &str,
     model: &SinkModel,
     health: &Arc<Health>,

@@ -1,4 +1,4 @@
-//! The command line: `portico run`, `portico check`, `portico explain`.
+//! The command line: `portico run`, `portico check`, `portico explain`, `portico dlq replay`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,12 +57,61 @@ pub enum Command {
         #[arg(long, short, default_value = "bridges.yaml", env = "PORTICO_CONFIG")]
         config: PathBuf,
     },
+    /// Work with dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Format {
     Text,
     Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Re-drive dead letters of a bridge into its sink; each is removed from the dead-letter
+    /// destination only after its re-drive was confirmed.
+    Replay {
+        #[arg(long, short, default_value = "bridges.yaml", env = "PORTICO_CONFIG")]
+        config: PathBuf,
+        /// The bridge whose dead letters to replay (its dead_letter is read).
+        #[arg(long)]
+        bridge: String,
+        /// Only dead letters with this reason (`portico.dlq.reason`).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only dead letters written at or after this time (2026-12-04T18:00:00Z, or 30m ago).
+        #[arg(long, value_parser = crate::replay::parse_time)]
+        since: Option<i64>,
+        /// Only dead letters written before this time.
+        #[arg(long, value_parser = crate::replay::parse_time)]
+        until: Option<i64>,
+        /// Re-drive into the sink of this bridge instead.
+        #[arg(long)]
+        sink: Option<String>,
+        /// List what would be replayed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// AMQP 0-9-1: the queue holding the dead letters (default: the dead_letter's
+        /// routing key, when it publishes to the default exchange).
+        #[arg(long)]
+        queue: Option<String>,
+        /// Kafka: the consumer group that records what was replayed.
+        #[arg(long, default_value = "portico-dlq-replay")]
+        group: String,
+        /// Kafka: stop after this long without a new record.
+        #[arg(long, default_value = "3s", value_parser = parse_span)]
+        idle: std::time::Duration,
+    },
+}
+
+fn parse_span(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::file::Span::parse(text)
+        .map(|s| s.0)
+        .ok_or_else(|| format!("invalid duration {text:?}: write 500ms, 3s or 1m"))
 }
 
 /// Parses the command line and runs the command.
@@ -79,6 +128,34 @@ pub fn main() -> ExitCode {
                 None => Sample::Live(1),
             };
             explain(&config, &bridge, what, format)
+        }
+        Command::Dlq {
+            command:
+                DlqCommand::Replay {
+                    config,
+                    bridge,
+                    reason,
+                    since,
+                    until,
+                    sink,
+                    dry_run,
+                    queue,
+                    group,
+                    idle,
+                },
+        } => {
+            let options = crate::replay::Options {
+                bridge,
+                reason,
+                since,
+                until,
+                sink,
+                dry_run,
+                queue,
+                group,
+                idle,
+            };
+            replay(&config, options)
         }
     }
 }
@@ -151,6 +228,33 @@ fn explain(path: &std::path::Path, name: &str, sample: Sample, format: Format) -
         }
     }
     ExitCode::SUCCESS
+}
+
+fn replay(path: &std::path::Path, options: crate::replay::Options) -> ExitCode {
+    let model = match crate::config::load(path) {
+        Ok(model) => model,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::replay::run(model, options)) {
+        Ok(tally) => {
+            println!("{tally}");
+            if tally.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) }
+        }
+        Err(error) => {
+            eprintln!("dlq replay failed: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

@@ -9,7 +9,8 @@
 //! - [`amqp091`], [`amqp10`], [`kafka`]: one folder per protocol, each with `codec`
 //!   (broker message ⇄ envelope), `source`, `sink` and `topology`.
 //! - [`bridge`]: receive → translate → emit → settle for one bridge, with retries.
-//! - [`deadletter`]: what a message that cannot be delivered becomes.
+//! - [`deadletter`]: what a message that cannot be delivered becomes; [`replay`] takes
+//!   dead letters back to their bridge (`portico dlq replay`).
 //! - [`telemetry`]: metrics, health, the HTTP endpoint and log rate limits.
 //! - [`explain`]: what a bridge makes of one message, field by field, without a broker.
 //! - [`app`], [`cli`]: assembling and running the whole.
@@ -26,4 +27,5 @@ pub mod deadletter;
 pub mod explain;
 pub mod kafka;
 pub mod pipeline;
+pub mod replay;
 pub mod telemetry;
