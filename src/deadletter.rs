@@ -135,10 +135,12 @@ pub fn letter(original: &Envelope, failure: &Failure, bridge: &str) -> Envelope 
     letter
 }
 
-/// Milliseconds since the Unix epoch (the unit of [`Value::Timestamp`]).
+/// Milliseconds since the Unix epoch (the unit of [`Value::Timestamp`]), in whole seconds:
+/// an AMQP 0-9-1 timestamp holds seconds, and the envelope reads the same on every protocol
+/// (a finer time would travel on 0-9-1 as a number plus a `portico.types` header).
 fn millis(time: SystemTime) -> i64 {
-    let ms = time.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    i64::try_from(ms).unwrap_or(i64::MAX)
+    let seconds = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    i64::try_from(seconds).map_or(i64::MAX, |s| s.saturating_mul(1000))
 }
 
 #[cfg(test)]
@@ -158,6 +160,10 @@ mod tests {
         assert_eq!(letter.header(header::CLASS), Some(&Value::String("dead-letter".into())));
         assert_eq!(letter.header(header::FIRST_FAILURE), Some(&Value::Timestamp(1_000)));
         assert_eq!(letter.header(header::LAST_FAILURE), Some(&Value::Timestamp(2_000)));
+        let Some(Value::Timestamp(time)) = letter.header(header::TIME) else {
+            panic!("no time: {letter:?}")
+        };
+        assert_eq!(time % 1000, 0, "whole seconds, as 0-9-1 holds them");
         assert_eq!(letter.header(header::BROKER_ERROR), None, "none given");
         let again = super::letter(&letter, &Failure { attempts: 4, ..failure }, "b1");
         let reasons = again.headers.iter().filter(|(n, _)| n == header::REASON).count();

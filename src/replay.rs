@@ -105,7 +105,12 @@ pub async fn run(model: Model, options: Options) -> anyhow::Result<Tally> {
             route: dead_letter.route().clone(),
         },
     };
-    let mut replay = Replay { options, target, tally: Tally::default(), started: now_ms() };
+    // Dead-letter times have whole seconds: starting on a second boundary tells every dead
+    // letter written before the replay from the replay's own re-failures.
+    let now = now_ms();
+    let started = (now / 1000 + 1) * 1000;
+    tokio::time::sleep(Duration::from_millis(u64::try_from(started - now).unwrap_or(0))).await;
+    let mut replay = Replay { options, target, tally: Tally::default(), started };
     let result = match dead_letter {
         SinkModel::Amqp091 { connection, route, .. } => {
             let queue = match (&replay.options.queue, route) {
@@ -155,7 +160,8 @@ struct Replay {
     options: Options,
     target: Target,
     tally: Tally,
-    /// When this replay started: dead letters written since are its own re-failures.
+    /// When this replay started, on a whole second: dead letters written since are its own
+    /// re-failures.
     started: i64,
 }
 
@@ -306,8 +312,7 @@ impl Replay {
         let o = &self.options;
         let at = time(letter);
         // A dead letter written since this replay began is one of its own re-failures: leave
-        // it for the next replay. (On 0-9-1 the header has whole seconds; the queue reader
-        // stops at what the queue held when the replay began instead.)
+        // it for the next replay. (The 0-9-1 reader also stops at what the queue held.)
         let fresh = at.is_some_and(|t| t >= self.started);
         text(letter, header::BRIDGE).as_deref() == Some(o.bridge.as_str())
             && o.reason.as_ref().is_none_or(|r| text(letter, header::REASON).as_ref() == Some(r))
