@@ -389,13 +389,19 @@ fn carrier_change(value: &Value) -> Option<(&'static str, &'static str, bool)> {
     })
 }
 
-/// The change of a list or map: the first typed one inside, else the first at all.
+/// The change of a list or map: the first typed one inside, else the first at all. Each
+/// value is looked at once, so deep nesting costs no more than wide.
 fn nested_change<'a>(
-    values: impl Iterator<Item = &'a Value> + Clone,
+    values: impl Iterator<Item = &'a Value>,
 ) -> Option<(&'static str, &'static str, bool)> {
-    let mut changes = values.filter_map(carrier_change);
-    let first = changes.clone().next()?;
-    Some(changes.find(|c| c.2).unwrap_or(first))
+    let mut first = None;
+    for change in values.filter_map(carrier_change) {
+        if change.2 {
+            return Some(change);
+        }
+        first.get_or_insert(change);
+    }
+    first
 }
 
 /// Whether a 0-9-1 timestamp (unsigned seconds) holds `ms` exactly.

@@ -34,6 +34,8 @@ use crate::pipeline::{BodyKind, Envelope, Ledger, MessageId, Origin, Properties,
 pub const TYPES_ANNOTATION: &str = "x-opt-portico-types";
 /// The annotation mapping JMS-legal property names back to the names they stand for.
 pub const NAMES_ANNOTATION: &str = "x-opt-portico-names";
+/// Says that the subject holds the 0-9-1 `type` (JMSType), so that it returns there.
+pub const SUBJECT_ANNOTATION: &str = "x-opt-portico-subject";
 /// Qpid JMS message type annotation (AMQP byte).
 pub const JMS_MSG_TYPE: &str = "x-opt-jms-msg-type";
 /// Qpid JMS destination type annotation (AMQP byte: 0 queue, 1 topic).
@@ -92,6 +94,7 @@ pub fn decode(message: AmqpMessage, address: &str) -> Envelope {
     if let Some(p) = message.properties {
         decode_properties(p, &mut envelope.properties);
     }
+    let mut subject_is_type = false;
     if let Some(annotations) = message.message_annotations {
         for (key, value) in annotations.0 {
             let name = match key {
@@ -101,11 +104,26 @@ pub fn decode(message: AmqpMessage, address: &str) -> Envelope {
             if name == TYPES_ANNOTATION || name == NAMES_ANNOTATION {
                 continue;
             }
-            match (types.get(&name).and_then(occurrences), from_amqp(&value)) {
-                (Some(_), Value::List(each)) => {
-                    envelope.headers.extend(each.into_iter().map(|v| (name.clone(), v)));
+            if name == SUBJECT_ANNOTATION {
+                subject_is_type = matches!(&value, AmqpValueT::String(s) if s == "type");
+                continue;
+            }
+            let value = from_amqp(&value);
+            match (types.get(&name), value) {
+                (Some(shape), value) if occurrences(shape).is_some() => {
+                    let each = occurrences(shape).and_then(|list| value.restore(&list));
+                    match each {
+                        Some(Value::List(each)) => {
+                            envelope.headers.extend(each.into_iter().map(|v| (name.clone(), v)));
+                        }
+                        _ => envelope.headers.push((name, value)),
+                    }
                 }
-                (_, value) => envelope.headers.push((name, value)),
+                (Some(shape), value) => {
+                    let value = value.restore(shape).unwrap_or(value);
+                    envelope.headers.push((name, value));
+                }
+                (None, value) => envelope.headers.push((name, value)),
             }
         }
     }
@@ -127,12 +145,18 @@ pub fn decode(message: AmqpMessage, address: &str) -> Envelope {
                 (Some(shape), Value::String(text)) => {
                     Value::from_text(text.as_bytes(), Some(shape)).unwrap_or(value)
                 }
+                // A JMS property widened from an unsigned type.
+                (Some(shape), _) => value.restore(shape).unwrap_or(value),
                 _ => value,
             };
             if !(name.starts_with("amqp.") && carry::absorb(&mut envelope, &name, &value)) {
                 envelope.headers.push((name, value));
             }
         }
+    }
+    if subject_is_type {
+        let p = &mut envelope.properties;
+        p.message_type = p.subject.take();
     }
     let (body, kind) = decode_body(message.body);
     envelope.body = body;
@@ -275,6 +299,9 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str, ledger: &mut Ledger
             annotations.insert(OwnedKey::Symbol(Symbol::from(name.as_str())), to_amqp(value));
             if let Some(Value::List(each)) = &grouped {
                 types.insert(name.clone(), repeated(each.iter()));
+            } else if has_decimal(value) {
+                // AMQP 1.0 decimals are another encoding: the value goes as its text.
+                types.insert(name.clone(), value.shape().unwrap_or(Json::Null));
             }
             continue;
         }
@@ -292,7 +319,13 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str, ledger: &mut Ledger
             name.clone()
         };
         match (to_simple(value, target.jms), &grouped) {
-            (Some(simple), None) => app.insert(key, simple),
+            (Some(simple), None) => {
+                if target.jms && matches!(value, Value::U8(_) | Value::U16(_) | Value::U32(_)) {
+                    // JMS has no unsigned types: widened, with the type kept beside it.
+                    types.insert(key.clone(), value.shape().unwrap_or(Json::Null));
+                }
+                app.insert(key, simple)
+            }
             (_, grouped) => {
                 if grouped.is_none() {
                     ledger.converted(
@@ -314,10 +347,14 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str, ledger: &mut Ledger
     }
     // 0-9-1 properties with no 1.0 field travel as application properties, restored later.
     let subject_from_type = target.jms && p.subject.is_none();
+    // A content type or encoding a symbol cannot hold (not ASCII) travels the same way.
+    let not_ascii = |v: &&String| !v.is_ascii();
     let carried = [
         ("amqp.app-id", p.app_id.as_ref()),
         ("amqp.type", p.message_type.as_ref().filter(|_| !subject_from_type)),
         ("amqp.cluster-id", p.cluster_id.as_ref()),
+        ("amqp.content-type", p.content_type.as_ref().filter(not_ascii)),
+        ("amqp.content-encoding", p.content_encoding.as_ref().filter(not_ascii)),
     ];
     for (name, value) in carried {
         if let Some(value) = value {
@@ -328,6 +365,10 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str, ledger: &mut Ledger
             }
             app.insert(key, SimpleValue::String(value.clone()));
         }
+    }
+    if subject_from_type && p.message_type.is_some() {
+        let key = OwnedKey::Symbol(Symbol::from(SUBJECT_ANNOTATION));
+        annotations.insert(key, AmqpValueT::String("type".to_owned()));
     }
     add_origin(&mut annotations, envelope);
     for (annotation, map) in [(TYPES_ANNOTATION, types), (NAMES_ANNOTATION, renamed)] {
@@ -370,6 +411,15 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str, ledger: &mut Ledger
 
 const UNIQUE: &str = "AMQP 1.0 properties and annotations hold a name once";
 
+fn has_decimal(value: &Value) -> bool {
+    match value {
+        Value::Decimal { .. } => true,
+        Value::List(items) => items.iter().any(has_decimal),
+        Value::Map(entries) => entries.iter().any(|(_, v)| has_decimal(v)),
+        _ => false,
+    }
+}
+
 /// All values of a name that repeats (Kafka allows it), as one list; `None` when `name`
 /// does not occur again in `rest`.
 fn repeated_values(name: &str, first: &Value, rest: &[(String, Value)]) -> Option<Value> {
@@ -388,7 +438,12 @@ fn encode_properties(
         [("content_type", &p.content_type), ("content_encoding", &p.content_encoding)]
     {
         if value.as_ref().is_some_and(|v| !v.is_ascii()) {
-            ledger.dropped(Field::Property(field), "non-ASCII text", "an AMQP 1.0 symbol is ASCII");
+            ledger.converted(
+                Field::Property(field),
+                "text that is not ASCII",
+                "application property amqp.content-…",
+                "an AMQP 1.0 symbol is ASCII",
+            );
         }
     }
     // JMS reads JMSType from the subject; 0-9-1's `type` is the same idea.
@@ -695,5 +750,57 @@ mod tests {
             want.sort_by(|a, b| a.0.cmp(&b.0));
             assert_eq!(got, want, "jms: {}", target.jms);
         }
+    }
+
+    #[test]
+    fn a_content_type_a_symbol_cannot_hold_travels_as_a_property() {
+        // R2A-08
+        let mut env = Envelope::default();
+        env.properties.content_type = Some("text/plain; name=ключ".into());
+        env.properties.content_encoding = Some("¡".into());
+        for target in [jms(), Target { jms: false, topic: None }] {
+            let mut ledger = Ledger::lossy();
+            let back = decode(encode(&env, target, "q", &mut ledger), "q");
+            assert_eq!(ledger.notes(), &[]);
+            assert_eq!(back.properties.content_type, env.properties.content_type);
+            assert_eq!(back.properties.content_encoding, env.properties.content_encoding);
+            assert!(
+                back.headers.iter().all(|(n, _)| n.starts_with("x-opt-")),
+                "{:?}",
+                back.headers
+            );
+        }
+    }
+
+    #[test]
+    fn a_091_type_sent_as_jms_subject_comes_back_as_the_type() {
+        // R2A-10
+        let mut env = Envelope::default();
+        env.properties.message_type = Some("order.created".into());
+        let message = encode(&env, jms(), "q", &mut Ledger::lossy());
+        let subject = message.properties.as_ref().and_then(|p| p.subject.clone());
+        assert_eq!(subject.as_deref(), Some("order.created"));
+        let back = decode(message, "q");
+        assert_eq!(back.properties.message_type.as_deref(), Some("order.created"));
+        assert_eq!(back.properties.subject, None);
+    }
+
+    #[test]
+    fn unsigned_jms_properties_and_annotation_decimals_keep_their_type() {
+        // R2A-18, R2A-13
+        let env = Envelope {
+            // Annotations come first on the way back.
+            headers: vec![
+                ("x-price".into(), Value::Decimal { scale: 2, value: 1990 }),
+                ("small".into(), Value::U8(200)),
+                ("port".into(), Value::U16(65535)),
+                ("count".into(), Value::U32(u32::MAX)),
+            ],
+            ..Envelope::default()
+        };
+        let back = decode(encode(&env, jms(), "q", &mut Ledger::lossy()), "q");
+        let got: Vec<_> =
+            back.headers.into_iter().filter(|(n, _)| !n.starts_with("x-opt-")).collect();
+        assert_eq!(got, env.headers);
     }
 }

@@ -49,7 +49,9 @@ pub fn encode(envelope: &Envelope, ledger: &mut Ledger) -> Encoded {
     out.text("amqp.reply-to-group-id", p.reply_to_group_id.as_deref());
     out.number("amqp.group-sequence", p.group_sequence.map(i64::from));
     out.number("amqp.priority", p.priority.map(i64::from));
-    out.text("amqp.durable", p.durable.map(|d| if d { "true" } else { "false" }));
+    // An AMQP message without durability is transient; a Kafka reader must not take it
+    // for a (durable) Kafka record.
+    out.text("amqp.durable", Some(if p.durable == Some(true) { "true" } else { "false" }));
     if let Some(ttl) = p.ttl_ms {
         out.text("amqp.expiration-ms", Some(&ttl.to_string()));
     }
@@ -69,6 +71,14 @@ pub fn encode(envelope: &Envelope, ledger: &mut Ledger) -> Encoded {
     for (i, (name, value)) in envelope.headers.iter().enumerate() {
         if typed(value) {
             ledger.converted(Field::Header(name), value.type_name(), "text + portico.types", TEXT);
+        }
+        if name.contains('\0') {
+            ledger.coerced(
+                Field::Header(name),
+                "a name with a NUL character",
+                "the name up to the NUL",
+                "librdkafka takes header names as C strings",
+            );
         }
         out.headers.push((name.to_owned(), value.to_text()));
         out.record_type(name, value, &envelope.headers[..i], &envelope.headers[i + 1..]);
@@ -333,6 +343,27 @@ mod tests {
     }
 
     #[test]
+    fn an_amqp_message_without_durability_stays_transient() {
+        // R2K-06
+        let back = round_trip(&Envelope::default());
+        assert_eq!(back.properties.durable, Some(false));
+    }
+
+    #[test]
+    fn a_nul_in_a_header_name_is_noted() {
+        // R2K-21
+        let env = Envelope {
+            headers: vec![("a\0b".into(), Value::String("v".into()))],
+            ..Envelope::default()
+        };
+        let mut ledger = Ledger::lossy();
+        encode(&env, &mut ledger);
+        let notes: Vec<String> = ledger.notes().iter().map(|n| n.to_string()).collect();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].starts_with("headers.a\0b: coerced"), "{notes:?}");
+    }
+
+    #[test]
     fn a_ttl_beyond_i64_is_carried_not_dropped() {
         let mut env = Envelope::default();
         env.properties.ttl_ms = Some(u64::MAX);
@@ -355,6 +386,7 @@ mod tests {
             .headers
             .iter()
             .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+            .filter(|(k, _)| k != "amqp.durable")
             .collect();
         assert_eq!(got[0], ("temp".into(), Some(b"21".to_vec())));
         assert_eq!(got[1], ("ok".into(), Some(b"true".to_vec())));

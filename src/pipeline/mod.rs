@@ -6,6 +6,8 @@ pub mod carry;
 pub mod charset;
 pub mod envelope;
 pub mod ledger;
+#[cfg(test)]
+mod round_trips;
 pub mod route;
 pub mod rules;
 pub mod template;

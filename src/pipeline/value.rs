@@ -388,6 +388,13 @@ mod tests {
     }
 
     #[test]
+    fn doubles_inside_lists_come_back_bit_for_bit() {
+        // R2K-19: JSON numbers are read back exactly, not to the nearest fast guess.
+        round_trip(Value::Map(vec![("a".into(), Value::F64(1.785_151_033_370_298_6e-162))]));
+        round_trip(Value::List(vec![Value::F64(f64::MIN_POSITIVE), Value::F64(-0.0)]));
+    }
+
+    #[test]
     fn nan_survives_the_round_trip() {
         let text = Value::F64(f64::NAN).to_text().unwrap_or_default();
         let back = Value::from_text(&text, Some(&Json::String("f64".into()))).expect("parses");
