@@ -217,11 +217,11 @@ pub fn encode(
     };
     if durable != p.durable {
         // The bridge's `persistent:` setting, not the message, decides here.
-        ledger.coerced(
+        ledger.converted(
             Field::Property("durable"),
             durable_text(p.durable),
             durable_text(durable),
-            "the sink's persistent setting overrides the source",
+            "the sink's persistent setting decides",
         );
     }
     if let Some(durable) = durable {
@@ -357,6 +357,10 @@ fn encode_headers(
                 std::iter::once(value).chain(later.map(|(_, v)| v)).cloned().collect();
             types.insert(name.clone(), value::repeated(values.iter()));
             to_amqp(&Value::List(values))?
+        } else if let (true, Value::Timestamp(ms)) = (name.starts_with("portico."), value) {
+            // The gateway's own headers (a dead letter's time) are for people and tools
+            // reading this broker: a timestamp stays a timestamp, to the second.
+            AMQPValue::Timestamp(u64::try_from(ms.div_euclid(1000)).unwrap_or(0))
         } else {
             if let Some((from, to, typed)) = carrier_change(value) {
                 ledger.converted(Field::Header(name), from, to, "0-9-1 has no such type");
@@ -672,7 +676,7 @@ mod tests {
 
     #[test]
     fn repeated_names_travel_as_one_array_and_come_back_apart() {
-        // K2R-11
+        // K2R-09
         let env = Envelope {
             headers: vec![
                 ("tag".into(), Value::String("a".into())),
@@ -698,7 +702,7 @@ mod tests {
 
     #[test]
     fn types_0_9_1_lacks_come_back_exactly() {
-        // K2R-09, K2R-10, A2R-13
+        // K2R-08, A2R-09
         let uuid = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
         let env = Envelope {
             headers: vec![
@@ -728,7 +732,7 @@ mod tests {
 
     #[test]
     fn a_creation_time_before_1970_is_kept() {
-        // R2R-01
+        // R2R-01, K2R-03
         for ms in [-5000, -1, -1_700_000_000_123] {
             let mut env = Envelope::default();
             env.properties.creation_time_ms = Some(ms);

@@ -631,6 +631,7 @@ mod tests {
 
     #[test]
     fn binary_properties_survive_a_jms_hop_as_text() {
+        // R2A-10, K2A-04
         let mut env = Envelope::default();
         env.headers.push(("sig".into(), Value::Bytes(Bytes::from_static(&[0x01, 0xFF, 0x00]))));
         env.headers.push(("k".into(), Value::String("v".into())));
@@ -647,6 +648,7 @@ mod tests {
 
     #[test]
     fn jms_priority_is_clamped_and_the_type_annotations_are_bytes() {
+        // R2A-03, R2A-13
         let mut env = Envelope { body: Bytes::from_static(b"hi"), ..Envelope::default() };
         env.body_kind = BodyKind::Text;
         env.properties.priority = Some(200);
@@ -664,6 +666,7 @@ mod tests {
 
     #[test]
     fn names_that_are_not_jms_identifiers_are_escaped_and_restored() {
+        // R2A-12
         let mut env = Envelope::default();
         env.headers.push(("customer-id".into(), Value::String("c-1".into())));
         env.headers.push(("customer_id".into(), Value::String("other".into())));
@@ -680,6 +683,7 @@ mod tests {
 
     #[test]
     fn a_topic_reply_to_is_marked_for_jms() {
+        // R2A-08
         let mut env = Envelope::default();
         env.properties.reply_to = Some("topic://t.replies".into());
         let message = encode(&env, jms(), "queue://q.in", &mut Ledger::all());
@@ -711,6 +715,7 @@ mod tests {
 
     #[test]
     fn an_empty_body_is_an_empty_data_section() {
+        // R2A-01
         let message = encode(
             &Envelope::default(),
             Target { jms: false, topic: None },
@@ -754,7 +759,7 @@ mod tests {
 
     #[test]
     fn a_content_type_a_symbol_cannot_hold_travels_as_a_property() {
-        // R2A-08
+        // R2A-07
         let mut env = Envelope::default();
         env.properties.content_type = Some("text/plain; name=ключ".into());
         env.properties.content_encoding = Some("¡".into());
@@ -774,7 +779,7 @@ mod tests {
 
     #[test]
     fn a_091_type_sent_as_jms_subject_comes_back_as_the_type() {
-        // R2A-10
+        // R2A-09
         let mut env = Envelope::default();
         env.properties.message_type = Some("order.created".into());
         let message = encode(&env, jms(), "q", &mut Ledger::lossy());
@@ -787,7 +792,7 @@ mod tests {
 
     #[test]
     fn unsigned_jms_properties_and_annotation_decimals_keep_their_type() {
-        // R2A-18, R2A-13
+        // R2A-10, R2A-11
         let env = Envelope {
             // Annotations come first on the way back.
             headers: vec![
@@ -802,5 +807,13 @@ mod tests {
         let got: Vec<_> =
             back.headers.into_iter().filter(|(n, _)| !n.starts_with("x-opt-")).collect();
         assert_eq!(got, env.headers);
+    }
+
+    #[test]
+    fn chars_and_symbols_arrive_as_strings() {
+        // A2R-12: the envelope has no char or symbol type.
+        let props = [SimpleValue::Char('é'), SimpleValue::Symbol(Symbol::from("sym"))];
+        let got: Vec<Value> = props.iter().map(from_simple).collect();
+        assert_eq!(got, [Value::String("é".into()), Value::String("sym".into())]);
     }
 }

@@ -351,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_nul_in_a_header_name_is_noted() {
-        // R2K-21
+        // R2K-13
         let env = Envelope {
             headers: vec![("a\0b".into(), Value::String("v".into()))],
             ..Envelope::default()
@@ -361,6 +361,30 @@ mod tests {
         let notes: Vec<String> = ledger.notes().iter().map(|n| n.to_string()).collect();
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].starts_with("headers.a\0b: coerced"), "{notes:?}");
+    }
+
+    #[test]
+    fn a_header_whose_type_does_not_fit_is_kept_as_it_arrived() {
+        // K2R-10
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "n", value: Some(&b"abc"[..]) })
+            .insert(Header { key: "raw", value: Some(&b"\xff"[..]) })
+            .insert(Header { key: TYPES_HEADER, value: Some(&br#"{"n":"i32","raw":"uuid"}"#[..]) });
+        let facts = RecordFacts {
+            topic: "t",
+            partition: 0,
+            offset: 0,
+            key: None,
+            timestamp: Timestamp::NotAvailable,
+        };
+        let env = decode(None, Some(headers.as_borrowed()), facts);
+        assert_eq!(
+            env.headers,
+            [
+                ("n".to_owned(), Value::String("abc".into())),
+                ("raw".to_owned(), Value::Bytes(Bytes::from_static(b"\xff"))),
+            ]
+        );
     }
 
     #[test]

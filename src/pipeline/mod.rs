@@ -7,6 +7,8 @@ pub mod charset;
 pub mod envelope;
 pub mod ledger;
 #[cfg(test)]
+mod mapping_doc;
+#[cfg(test)]
 mod round_trips;
 pub mod route;
 pub mod rules;

@@ -7,7 +7,7 @@
 //! out to the middle protocol and back, on the wire forms the codecs produce (AMQP 1.0 is
 //! serialized and parsed again). What each hop adds about itself (`kafka-*`, `x-opt-*`,
 //! `amqp.exchange`, ...) is left out of the comparison: those are facts of the hop, not of
-//! the message (docs/mapping.md, rows R2R-02, K2K-02, A2A-02).
+//! the message (docs/mapping.md, "What a hop adds").
 
 use bytes::Bytes;
 use fe2o3_amqp::types::messaging::message::__private::{Deserializable, Serializable};
@@ -107,7 +107,7 @@ fn round_trip(
     let at_origin = hop(original, origin);
     let mut back = hop(&hop(&at_origin, middle), origin);
     let (was, now) = (&at_origin.properties, &mut back.properties);
-    // A2R-12: a 1.0 hop names its node in `to` when the message had none.
+    // A2R-08: a 1.0 hop names its node in `to` when the message had none.
     if was.to.is_none() {
         now.to = None;
     }
@@ -270,40 +270,42 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// R2K, K2R
+    /// R2K-01, R2K-02, R2K-03, R2K-04, R2K-05, R2K-06,
+    /// R2K-08, R2K-09, R2K-10, R2K-11, K2R-03, K2R-04, K2R-06, K2R-07, K2R-08, K2R-09
     #[test]
     fn amqp091_through_kafka(e in envelope()) {
         round_trip(&e, Protocol::Amqp091, Protocol::Kafka)?;
     }
 
-    /// R2A, A2R
+    /// R2A-01, R2A-02, R2A-03, R2A-04, R2A-05, R2A-06, R2A-07, R2A-09, R2A-10, R2A-11,
+    /// R2A-12, A2R-03, A2R-04, A2R-05, A2R-06, A2R-07, A2R-08, A2R-09, A2R-10
     #[test]
     fn amqp091_through_amqp10(e in envelope()) {
         round_trip(&e, Protocol::Amqp091, AMQP10)?;
         round_trip(&e, Protocol::Amqp091, JMS)?;
     }
 
-    /// A2K, K2A
+    /// A2K-01, A2K-02, A2K-03, A2K-04, K2A-03, K2A-04, K2A-05, K2A-06, K2A-07
     #[test]
     fn amqp10_through_kafka(e in envelope()) {
         round_trip(&e, AMQP10, Protocol::Kafka)?;
         round_trip(&e, JMS, Protocol::Kafka)?;
     }
 
-    /// A2R, R2A
+    /// A2R-01, A2R-02, A2R-03, A2R-04, A2R-06, A2R-08, A2R-09, A2R-10, R2A-05, R2A-10
     #[test]
     fn amqp10_through_amqp091(e in envelope()) {
         round_trip(&e, AMQP10, Protocol::Amqp091)?;
         round_trip(&e, JMS, Protocol::Amqp091)?;
     }
 
-    /// K2R, R2K
+    /// K2R-04, K2R-06, K2R-07, K2R-08, K2R-09, R2K-04, R2K-10, R2K-12
     #[test]
     fn kafka_through_amqp091(e in envelope()) {
         round_trip(&e, Protocol::Kafka, Protocol::Amqp091)?;
     }
 
-    /// K2A, A2K
+    /// K2A-03, K2A-04, K2A-05, K2A-06, K2A-07, A2K-02, A2K-03, A2K-04
     #[test]
     fn kafka_through_amqp10(e in envelope()) {
         round_trip(&e, Protocol::Kafka, AMQP10)?;
@@ -330,7 +332,7 @@ fn nested(depth: usize) -> Value {
 
 #[test]
 fn deep_nesting_comes_back_through_every_protocol() {
-    // R2K-19, K2R-08, R2A-12, A2R-13, K2A-03
+    // R2K-12, K2R-07, R2A-10, A2R-09, K2A-03
     let envelope = Envelope { headers: vec![("deep".into(), nested(60))], ..Envelope::default() };
     for origin in [Protocol::Amqp091, Protocol::Kafka, AMQP10, JMS] {
         for middle in [Protocol::Amqp091, Protocol::Kafka, AMQP10, JMS] {
@@ -339,4 +341,22 @@ fn deep_nesting_comes_back_through_every_protocol() {
             }
         }
     }
+}
+
+#[test]
+fn a_091_long_string_that_is_not_utf8_reaches_amqp10_as_binary() {
+    // R2A-14 (case 11)
+    use fe2o3_amqp::types::primitives::SimpleValue;
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+
+    let raw = vec![0x00, 0x53, 0x74, 0xC1, 0x07, 0x02, 0xA1, 0x01, 0x6B, 0xA1, 0x01, 0x76];
+    let mut table = FieldTable::default();
+    table.insert("raw".into(), AMQPValue::LongString(LongString::from(raw.clone())));
+    table.insert("ok".into(), AMQPValue::LongString("ok".into()));
+    let envelope = from_091(Vec::new(), &BasicProperties::default().with_headers(table));
+    let message =
+        amqp10::encode(&envelope, Target { jms: false, topic: None }, "q", &mut Ledger::all());
+    let props = message.application_properties.expect("application properties").0;
+    assert_eq!(props.get("raw"), Some(&SimpleValue::Binary(raw.into())));
+    assert_eq!(props.get("ok"), Some(&SimpleValue::String("ok".into())));
 }

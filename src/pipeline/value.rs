@@ -389,7 +389,7 @@ mod tests {
 
     #[test]
     fn doubles_inside_lists_come_back_bit_for_bit() {
-        // R2K-19: JSON numbers are read back exactly, not to the nearest fast guess.
+        // R2K-12: JSON numbers are read back exactly, not to the nearest fast guess.
         round_trip(Value::Map(vec![("a".into(), Value::F64(1.785_151_033_370_298_6e-162))]));
         round_trip(Value::List(vec![Value::F64(f64::MIN_POSITIVE), Value::F64(-0.0)]));
     }

@@ -52,7 +52,16 @@ from amqp10_peer import (
     described,
     encode,
 )
-from conftest import BIN, KAFKA_BROKERS, RABBIT_URL, consume, create_topic, unique, wait_until
+from conftest import (
+    BIN,
+    KAFKA_BROKERS,
+    RABBIT_URL,
+    consume,
+    create_topic,
+    produce,
+    unique,
+    wait_until,
+)
 
 RABBIT10_URL = "amqp://127.0.0.1:5672"
 R10 = {"protocol": "amqp10", "url": "amqp://guest:guest@127.0.0.1:5672", "flavor": "rabbitmq"}
@@ -290,6 +299,7 @@ def by_id(messages):
 
 
 def test_properties_and_application_properties_reach_091(portico, rabbit, amqp10):
+    # docs/mapping.md: A2R-08, A2R-09
     """Case 1: message-id, subject, content-type and typed application properties."""
     src, dst = rabbit.queue(unique("a10-src")), rabbit.queue(unique("a10-dst"))
     p = portico(render([bridge("b", {"connection": "r10", "queue": src}, rabbit_sink(dst))], r10=R10))
@@ -316,6 +326,7 @@ def test_properties_and_application_properties_reach_091(portico, rabbit, amqp10
 
 
 def test_creation_time_priority_numbers_and_foreign_user_id(portico, rabbit, peer):
+    # docs/mapping.md: A2R-05, A2R-06, A2R-09
     """Case 2: creation-time ms, priority, long/double properties, user-id other than the
     0-9-1 connection's user (RabbitMQ would refuse it, so the peer is the source)."""
     dst = rabbit.queue(unique("a10-dst"))
@@ -347,6 +358,7 @@ def test_creation_time_priority_numbers_and_foreign_user_id(portico, rabbit, pee
 
 
 def test_091_timestamp_becomes_creation_time_ms(portico, rabbit, peer):
+    # docs/mapping.md: R2A-06
     """Case 2, reverse: 0-9-1 timestamp seconds → 1.0 creation-time milliseconds."""
     src = rabbit.queue(unique("a10-src"))
     portico(render(
@@ -364,6 +376,7 @@ def test_091_timestamp_becomes_creation_time_ms(portico, rabbit, peer):
 
 
 def test_091_type_becomes_jms_subject(portico, rabbit, peer):
+    # docs/mapping.md: R2A-09
     """JMS flavors: the 0-9-1 `type` is JMSType, i.e. the 1.0 subject, when no subject."""
     src = rabbit.queue(unique("a10-src"))
     portico(render(
@@ -481,6 +494,7 @@ def round_trip_through_091(portico, rabbit):
 
 
 def test_typed_ids_round_trip_through_091(portico, rabbit, amqp10):
+    # docs/mapping.md: A2R-04, R2A-05
     """Case 5: ulong / binary ids become Qpid JMS id text on 0-9-1 and are restored when the
     message comes back to AMQP 1.0 (RabbitMQ 1.0 → 0-9-1 → RabbitMQ 1.0)."""
     src, check, back = round_trip_through_091(portico, rabbit)
@@ -496,6 +510,7 @@ def test_typed_ids_round_trip_through_091(portico, rabbit, amqp10):
 
 
 def test_jms_illegal_property_types_to_jms_peer_and_back(portico, rabbit, amqp10, peer):
+    # docs/mapping.md: R2A-10, R2A-12
     """Case 6: binary, uuid, timestamp and ulong cannot be JMS properties: at an
     ActiveMQ-style peer each is a non-empty string with its type in x-opt-portico-types;
     the next hop (a non-JMS broker) gets the typed values back. Delivered once."""
@@ -541,6 +556,7 @@ def test_jms_illegal_property_types_to_jms_peer_and_back(portico, rabbit, amqp10
 
 @pytest.mark.parametrize("source", ["peer", "rabbitmq"])
 def test_durability_from_amqp10(portico, rabbit, amqp10, peer, source):
+    # docs/mapping.md: A2R-03
     """Case 7: no header section → delivery_mode 1; header durable → 2; durable false → 1."""
     dst = rabbit.queue(unique("a10-dst"))
     messages = {
@@ -570,6 +586,7 @@ def test_durability_from_amqp10(portico, rabbit, amqp10, peer, source):
 
 
 def test_durability_to_amqp10(portico, rabbit, peer):
+    # docs/mapping.md: R2A-02
     """Case 7, reverse: delivery_mode unset → durable false, 2 → true; a header is always
     sent (checked on the wire)."""
     src = rabbit.queue(unique("a10-src"))
@@ -587,6 +604,7 @@ def test_durability_to_amqp10(portico, rabbit, peer):
 
 
 def test_priority_clamped_for_jms_and_defaulted(portico, rabbit, amqp10, peer):
+    # docs/mapping.md: R2A-03
     """Case 8: priority 200 → 9 at an ActiveMQ-style peer; no priority → 4."""
     src = rabbit.queue(unique("a10-src"))
     portico(render(
@@ -617,6 +635,7 @@ def test_091_priority_reaches_amqp10(portico, rabbit, peer):
 
 
 def test_ttl_both_ways(portico, rabbit, amqp10, peer):
+    # docs/mapping.md: R2A-04, A2R-03
     """Case 9: 1.0 ttl 5000 → expiration "5000"; expiration "60000" → 1.0 ttl 60000."""
     src, dst, src2 = (rabbit.queue(unique(n)) for n in ("a10-src", "a10-dst", "a10-src2"))
     portico(render(
@@ -677,6 +696,7 @@ JSON_TEXT = b'{"Text":"as","Seq":1,"Max":7000}'
 
 
 def test_body_sections_to_091_and_kafka(portico, rabbit, amqp10):
+    # docs/mapping.md: A2R-01, A2R-02, A2K-01
     """Case 12: amqp-value string → its UTF-8 bytes (kind text); amqp-value binary → the
     bytes. The same on Kafka."""
     assert len(JSON_TEXT) == 32
@@ -756,6 +776,7 @@ def test_amqp_sequence_body(portico, rabbit, peer):
 
 
 def test_091_body_is_one_data_section(portico, rabbit, peer):
+    # docs/mapping.md: R2A-01
     """Case 12, reverse: 0-9-1 bytes → exactly one data section; empty → one empty data
     section (never amqp-value null)."""
     src = rabbit.queue(unique("a10-src"))
@@ -771,6 +792,7 @@ def test_091_body_is_one_data_section(portico, rabbit, peer):
 
 
 def test_kafka_headers_are_readable_text_and_types_come_back(portico, rabbit, amqp10):
+    # docs/mapping.md: A2K-03, A2K-04, K2A-02, K2A-03
     """Case 17: application properties and annotations → readable Kafka headers plus
     portico.types; Kafka → 1.0 restores int, bool and long."""
     src = rabbit.queue(unique("a10-src"))
@@ -827,6 +849,7 @@ def test_kafka_headers_are_readable_text_and_types_come_back(portico, rabbit, am
     ],
 )
 def test_jms_annotations_and_addresses(portico, rabbit, amqp10, peer, flavor, node, name, address, capability, dest):
+    # docs/mapping.md: R2A-13
     """Case 19: JMS flavors: address spelling, target capability, x-opt-jms-dest and
     x-opt-jms-msg-type as AMQP bytes, text body as amqp-value string."""
     src = rabbit.queue(unique("a10-src"))
@@ -847,6 +870,7 @@ def test_jms_annotations_and_addresses(portico, rabbit, amqp10, peer, flavor, no
 
 
 def test_reply_to_and_to_kept(portico, rabbit, amqp10):
+    # docs/mapping.md: A2R-08, A2K-02
     """Case 20: to / reply-to / correlation-id → 0-9-1 properties and headers, and Kafka."""
     src, dst, src_k = (rabbit.queue(unique(n)) for n in ("a10-src", "a10-dst", "a10-srck"))
     topic = create_topic(unique("a10-k20"))
@@ -953,6 +977,7 @@ def full_message():
 
 
 def test_every_section_crosses_amqp10_to_amqp10(portico, peer):
+    # docs/mapping.md: A2A-01
     """Case 26: header, annotations, all properties, typed application properties and an
     amqp-value map arrive equal; delivery-annotations (hop-by-hop) do not."""
     peer.put("in26", full_message())
@@ -980,6 +1005,7 @@ def test_every_section_crosses_amqp10_to_amqp10(portico, peer):
 
 
 def test_every_section_accounted_for_on_091(portico, rabbit, peer):
+    # docs/mapping.md: A2R-10, A2R-11
     """Case 26, 0-9-1 side: each field has its place (property or amqp.* header)."""
     dst = rabbit.queue(unique("a10-dst"))
     peer.put("in26b", full_message())
@@ -1212,6 +1238,7 @@ def test_durable_subscription_on_rabbitmq_3_is_refused_by_check(tmp_path):
 
 
 def test_jms_map_message_crosses_091_as_json_and_comes_back_typed(portico, rabbit, amqp10):
+    # docs/mapping.md: A2R-02
     """A JMS MapMessage (amqp-value map, x-opt-jms-msg-type 2) reaches 0-9-1 as JSON text with
     its kind and types beside it, and an AMQP 1.0 consumer behind a second hop gets the typed
     map back (RabbitMQ 1.0 → 0-9-1 → RabbitMQ 1.0)."""
@@ -1232,3 +1259,45 @@ def test_jms_map_message_crosses_091_as_json_and_comes_back_typed(portico, rabbi
         "qty": ("int32", 3), "sku": ("str", "A-1"), "price": ("float", 19.5),
     }
     assert [typed(v) for v in got["tags"]] == [("short", 1), ("short", 2)]
+
+
+def kafka_source(topic):
+    return {"connection": "kafka", "topics": [topic], "group": unique("g"), "start": "earliest"}
+
+
+def test_strict_bridge_dead_letters_what_amqp10_cannot_hold(portico, rabbit):
+    # docs/mapping.md: K2A-01
+    """A Kafka tombstone (a null value) has no AMQP 1.0 form: a strict bridge sends it to the
+    dead letter with reason `lossy conversion`, naming the field, and delivers the rest."""
+    topic = create_topic(unique("t"))
+    dst, dlq = rabbit.queue(unique("a10-dst")), rabbit.queue(unique("dlq"))
+    produce(topic, [{"value": None, "key": b"k1"}, {"value": b"kept"}])
+    strict = bridge("strict", kafka_source(topic), {"connection": "r10", "queue": dst}, rabbit_sink(dlq))
+    strict["strict"] = True
+    p = portico(render([strict], r10=R10))
+
+    [(props, body, _)] = typed_get(rabbit, dlq, 1)
+    assert body == b""
+    assert props.headers["portico.dlq.reason"] == "lossy conversion"
+    assert "origin.tombstone" in props.headers["portico.dlq.error"]
+    assert props.headers["kafka-tombstone"] is True
+    [(_, kept, _)] = typed_get(rabbit, dst, 1)
+    assert kept == b"kept"
+    wait_until(lambda: metric(p, "portico_translation_lossy_total") == 1, 10, "the lossy count")
+    wait_until(lambda: metric(p, "portico_messages_dead_lettered_total") == 1, 10, "the dead letter")
+
+
+def test_lenient_bridge_sends_what_amqp10_cannot_hold_and_counts_it(portico, rabbit):
+    # docs/mapping.md: K2A-01
+    """Without strict mode the tombstone arrives as an empty message, counted by field."""
+    topic = create_topic(unique("t"))
+    dst = rabbit.queue(unique("a10-dst"))
+    produce(topic, [{"value": None, "key": b"k1"}])
+    p = portico(render([bridge("lenient", kafka_source(topic), {"connection": "r10", "queue": dst})], r10=R10))
+
+    [(_, body, _)] = typed_get(rabbit, dst, 1)
+    assert body == b""
+    series = 'portico_translation_lossy_total{bridge="lenient",field="origin.tombstone"} 1'
+    wait_until(lambda: series in p.http("/metrics")[1], 10, series)
+    assert "A value does not reach the sink as it was" in p.log()
+

@@ -140,6 +140,7 @@ def test_missing_template_value_dead_letters_to_kafka_then_acks(portico, rabbit)
     assert names == [
         "content-type",
         "amqp.message-id",
+        "amqp.durable",
         "amqp.creation-time-ms",
         "amqp.exchange",
         "amqp.routing-key",

@@ -158,6 +158,7 @@ def kafka_to_rabbit(topic, routing_key, exchange_name=""):
 
 
 def test_every_basic_property_and_header_type_reaches_kafka(portico, rabbit):
+    # docs/mapping.md: R2K-01, R2K-02, R2K-03, R2K-04, R2K-05, R2K-06, R2K-10
     ex = exchange(rabbit)
     queue = rabbit.queue(unique("q"))
     rabbit.ch.queue_bind(queue, ex, "order.created")
@@ -217,6 +218,7 @@ def test_every_basic_property_and_header_type_reaches_kafka(portico, rabbit):
 
 
 def test_numeric_types_pika_cannot_send_reach_kafka_as_text_with_types(portico, rabbit):
+    # docs/mapping.md: R2K-10, R2K-11
     queue = rabbit.queue(unique("q"))
     topic = create_topic(unique("t"))
     headers = {
@@ -235,6 +237,7 @@ def test_numeric_types_pika_cannot_send_reach_kafka_as_text_with_types(portico, 
     [record] = consume(topic, 1, extra=1.0)
     got = record.headers()
     assert got[:-1] == [
+        ("amqp.durable", b"false"),  # no delivery mode: transient (R2K-06)
         ("amqp.exchange", b""),
         ("amqp.routing-key", queue.encode()),
         ("dneg", b"-0.005"),
@@ -259,6 +262,7 @@ def test_numeric_types_pika_cannot_send_reach_kafka_as_text_with_types(portico, 
 
 
 def test_a_redelivered_message_is_marked(portico, rabbit):
+    # docs/mapping.md: R2K-07
     queue = rabbit.queue(unique("q"))
     topic = create_topic(unique("t"))
     rabbit.publish(queue, b"again", delivery_mode=1)
@@ -282,6 +286,7 @@ def test_a_redelivered_message_is_marked(portico, rabbit):
 
 
 def test_kafka_records_reach_rabbitmq_with_typed_headers(portico, rabbit):
+    # docs/mapping.md: K2R-01, K2R-02, K2R-03, K2R-06, K2R-07
     topic = create_topic(unique("t"))
     by_key = rabbit.queue(unique("qkey"))
     fallback = rabbit.queue(unique("qdef"))
@@ -359,6 +364,7 @@ def test_kafka_records_reach_rabbitmq_with_typed_headers(portico, rabbit):
 
 
 def test_amqp_headers_from_kafka_become_basic_properties(portico, rabbit):
+    # docs/mapping.md: K2R-04, K2R-05
     topic = create_topic(unique("t"))
     queue = rabbit.queue(unique("q"))
     produce(
@@ -422,6 +428,7 @@ def test_amqp_headers_from_kafka_become_basic_properties(portico, rabbit):
 
 
 def test_round_trip_restores_types_and_properties(portico, rabbit):
+    # docs/mapping.md: R2K-12, K2R-07
     origin = rabbit.queue(unique("q-in"))
     final = rabbit.queue(unique("q-out"))
     topic = create_topic(unique("t"))
@@ -488,6 +495,7 @@ def test_round_trip_restores_types_and_properties(portico, rabbit):
 
 
 def test_unsigned_and_float_types_survive_a_round_trip(portico, rabbit):
+    # docs/mapping.md: R2K-11, K2R-08
     origin = rabbit.queue(unique("q-in"))
     final = rabbit.queue(unique("q-out"))
     topic = create_topic(unique("t"))
@@ -553,6 +561,7 @@ def test_unsigned_and_float_types_survive_a_round_trip(portico, rabbit):
 
 
 def test_a_non_utf8_long_string_reaches_kafka_byte_for_byte(portico, rabbit):
+    # docs/mapping.md: R2K-09
     queue = rabbit.queue(unique("q"))
     topic = create_topic(unique("t"))
     blob = bytes.fromhex("00 53 74 C1 07 02 A1 01 6B A1 01 76")
@@ -564,12 +573,13 @@ def test_a_non_utf8_long_string_reaches_kafka_byte_for_byte(portico, rabbit):
     got = record.headers()
     assert record.value() == b"case-11"
     names = [k for k, _ in got]
-    assert names[:4] == ["amqp.exchange", "amqp.routing-key", "blob", "ok"]
-    assert got[2] == ("blob", blob)
-    assert got[3] == ("ok", b"ok")
+    assert names[:5] == ["amqp.durable", "amqp.exchange", "amqp.routing-key", "blob", "ok"]
+    assert got[3] == ("blob", blob)
+    assert got[4] == ("ok", b"ok")
 
 
 def test_empty_bodies_stay_empty_and_are_not_tombstones(portico, rabbit):
+    # docs/mapping.md: R2K-01, K2R-01
     source = rabbit.queue(unique("q-in"))
     final = rabbit.queue(unique("q-out"))
     to_kafka = create_topic(unique("t-out"))
@@ -589,3 +599,55 @@ def test_empty_bodies_stay_empty_and_are_not_tombstones(portico, rabbit):
         "kafka-offset": 0,
         "kafka-key": "k",
     }
+
+
+def test_repeated_kafka_headers_cross_rabbitmq_as_one_array_and_return_apart(portico, rabbit):
+    # docs/mapping.md: K2R-09, R2K-10, K2K-01
+    """Kafka allows a header name more than once; a field table does not. The values reach
+    0-9-1 as one array (typed, in order) and come back to Kafka as separate headers."""
+    origin = create_topic(unique("t-in"))
+    final = create_topic(unique("t-out"))
+    queue = rabbit.queue(unique("q"))
+    types = json.dumps({"tag": ["*", "string", "i32", "bool"]}).encode()
+    produce(
+        origin,
+        [
+            {
+                "value": b"v",
+                "headers": [
+                    ("tag", b"a"),
+                    ("other", b"o"),
+                    ("tag", b"7"),
+                    ("tag", b"true"),
+                    ("portico.types", types),
+                ],
+            }
+        ],
+    )
+    portico(render_config([kafka_to_rabbit(origin, queue), rabbit_to_kafka(queue, final)]))
+
+    [record] = consume(final, 1)
+    headers = record.headers()
+    assert [(k, v) for k, v in headers if k in ("tag", "other")] == [
+        ("other", b"o"),
+        ("tag", b"a"),
+        ("tag", b"7"),
+        ("tag", b"true"),
+    ]
+    assert types_of(headers)["tag"] == ["*", "string", "i32", "bool"]
+
+
+def test_repeated_kafka_headers_as_rabbitmq_sees_them(portico, rabbit):
+    # docs/mapping.md: K2R-09
+    """What a 0-9-1 consumer reads: one array header, each value with its own type letter."""
+    topic = create_topic(unique("t"))
+    queue = rabbit.queue(unique("q"))
+    types = json.dumps({"tag": ["*", "string", "i32"]}).encode()
+    produce(topic, [{"value": b"v", "headers": [("tag", b"a"), ("tag", b"7"), ("portico.types", types)]}])
+    portico(render_config([kafka_to_rabbit(topic, queue)]))
+
+    [(_, props, _, tags)] = typed_get(rabbit, queue, 1)
+    assert props.headers["tag"] == ["a", 7]
+    assert tags["tag"] == ("A", ["S", "I"])
+    assert json.loads(props.headers["portico.types"])["tag"] == ["*", "string", "i32"]
+
