@@ -330,3 +330,36 @@ bridges:
         "{stderr}"
     );
 }
+
+#[test]
+fn a_sink_template_that_reads_what_a_rule_takes_away_is_refused() {
+    let path = write(
+        "reads.yaml",
+        "\
+connections:
+  rabbit: { protocol: amqp091, url: \"amqp://guest:guest@127.0.0.1:5672/%2f\" }
+  kafka: { protocol: kafka, brokers: \"127.0.0.1:9092\" }
+bridges:
+  - name: a
+    source: { connection: rabbit, queue: q }
+    sink: { connection: kafka, topic: \"t.{type}\", key: \"{header.customerId}\", timestamp: header.at }
+    rename: { headers: { customerId: customer-id } }
+    move: { type: header.kind, header.at: creation_time }
+",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    let file = path.display();
+    let expected = [
+        format!(
+            "{file}:7:39: bridges[0].sink.topic: reads {{type}}, which `move` takes into a header before the sink's templates run"
+        ),
+        format!(
+            "{file}:7:56: bridges[0].sink.key: reads {{header.customerId}}, which `rename` turns into header \"customer-id\" before the sink's templates run"
+        ),
+        format!(
+            "{file}:7:90: bridges[0].sink.timestamp: reads header.at, which `move` takes into a property before the sink reads it"
+        ),
+    ];
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), expected);
+}

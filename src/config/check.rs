@@ -117,6 +117,9 @@ impl Checker {
                 body: bridge.body.as_ref(),
             },
         );
+        if let Some(sink) = &sink {
+            self.route_reads(&format!("{path}.sink"), sink.route(), &rules);
+        }
         let source = source?;
         if bridge.strict && dead_letter.is_none() && matches!(source, SourceModel::Kafka { .. }) {
             self.problem(

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use super::check::Checker;
 use super::file::{BodyFile, DropFile, RenameFile, SetFile};
-use crate::pipeline::Rules;
 use crate::pipeline::charset::Charset;
 use crate::pipeline::rules::{BodyRule, Field, Move};
+use crate::pipeline::{Node, RecordTime, RouteTemplate, Rules, Template};
 
 /// The rule blocks of one bridge, as written.
 pub(super) struct RuleFiles<'a> {
@@ -82,6 +82,40 @@ impl Checker {
             rules.body = self.body_rule(&format!("{path}.body"), body);
         }
         rules
+    }
+
+    /// The sink's templates read the message after the rules: a template that reads a
+    /// header or property the rules take away would fail on every message.
+    pub(super) fn route_reads(&mut self, path: &str, route: &RouteTemplate, rules: &Rules) {
+        let mut fields: Vec<(&str, &Template)> = match route {
+            RouteTemplate::Amqp091 { exchange, routing_key } => {
+                vec![("exchange", exchange), ("routing_key", routing_key)]
+            }
+            RouteTemplate::Kafka { topic, key, partition, .. } => {
+                let mut fields = vec![("topic", topic)];
+                fields.extend(key.iter().map(|k| ("key", k)));
+                fields.extend(partition.iter().map(|p| ("partition", p)));
+                fields
+            }
+            RouteTemplate::Amqp10 { name, node } => vec![(node_field(*node), name)],
+        };
+        fields.retain(|(_, t)| !t.is_static());
+        for (field, template) in fields {
+            for variable in template.variables() {
+                if let Some(why) = taken_away(&variable, rules) {
+                    let message = format!(
+                        "reads {{{variable}}}, which {why} before the sink's templates run"
+                    );
+                    self.problem(format!("{path}.{field}"), message);
+                }
+            }
+        }
+        if let RouteTemplate::Kafka { time: RecordTime::Header(name), .. } = route {
+            if let Some(why) = taken_away(&format!("header.{name}"), rules) {
+                let message = format!("reads header.{name}, which {why} before the sink reads it");
+                self.problem(format!("{path}.timestamp"), message);
+            }
+        }
     }
 
     fn set_rules(&mut self, path: &str, set: &BTreeMap<String, SetFile>, rules: &mut Rules) {
@@ -173,4 +207,45 @@ impl Checker {
         };
         Some(rule)
     }
+}
+
+fn node_field(node: Node) -> &'static str {
+    match node {
+        Node::Queue => "queue",
+        Node::Topic => "topic",
+        Node::Address => "address",
+    }
+}
+
+/// Which rule removes what a template `variable` reads, if one does and none puts it back.
+fn taken_away(variable: &str, rules: &Rules) -> Option<String> {
+    if let Some(header) = variable.strip_prefix("header.") {
+        let restored = rules.headers.iter().any(|(n, _)| n == header)
+            || rules.renames.iter().any(|(_, to)| to == header)
+            || rules.moves.iter().any(|m| matches!(m, Move::ToHeader(_, n) if n == header));
+        if restored {
+            return None;
+        }
+        if let Some((_, to)) = rules.renames.iter().find(|(from, _)| from == header) {
+            return Some(format!("`rename` turns into header {to:?}"));
+        }
+        if rules.moves.iter().any(|m| matches!(m, Move::ToProperty(n, _) if n == header)) {
+            return Some("`move` takes into a property".to_owned());
+        }
+        let dropped = rules.drop_headers.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => header.starts_with(prefix),
+            None => p == header,
+        });
+        return dropped.then(|| "`drop` removes".to_owned());
+    }
+    let field = Field::parse(variable)?;
+    let restored = rules.properties.iter().any(|(f, _)| *f == field)
+        || rules.moves.iter().any(|m| matches!(m, Move::ToProperty(_, f) if *f == field));
+    if restored {
+        return None;
+    }
+    if rules.moves.iter().any(|m| matches!(m, Move::ToHeader(f, _) if *f == field)) {
+        return Some("`move` takes into a header".to_owned());
+    }
+    rules.drop_properties.contains(&field).then(|| "`drop` removes".to_owned())
 }

@@ -112,6 +112,14 @@ impl Template {
         self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
     }
 
+    /// The variables the template reads, as written: `routing_key`, `header.NAME`, ...
+    pub fn variables(&self) -> impl Iterator<Item = String> + '_ {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Variable(variable) => Some(variable.to_string()),
+            Part::Literal(_) => None,
+        })
+    }
+
     /// Renders the template for one message; a missing value falls back to the default.
     pub fn render(&self, envelope: &Envelope) -> Result<String, MissingValue> {
         let mut out = String::with_capacity(self.source.len() + 16);
