@@ -383,6 +383,8 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str, ledger: &mut Ledger
             Body::Value(AmqpValue(AmqpValueT::String(_))) => JMS_TEXT,
             Body::Value(AmqpValue(AmqpValueT::Map(_))) => JMS_MAP,
             Body::Value(AmqpValue(AmqpValueT::List(_))) => JMS_STREAM,
+            // Qpid JMS reads a data section with a textual content type as text.
+            _ if utf8_text(envelope) => JMS_TEXT,
             _ => JMS_BYTES,
         };
         let key = OwnedKey::Symbol(Symbol::from(JMS_MSG_TYPE));
@@ -410,6 +412,32 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str, ledger: &mut Ledger
 }
 
 const UNIQUE: &str = "AMQP 1.0 properties and annotations hold a name once";
+
+/// A bytes body that says it is UTF-8 text: a textual content type, a charset (in the
+/// content type or, as 0-9-1 publishers often put it, the content encoding) that is UTF-8
+/// or absent, and bytes that decode. A compressed body (`gzip`) stays bytes.
+fn utf8_text(envelope: &Envelope) -> bool {
+    let p = &envelope.properties;
+    let Some(content_type) = p.content_type.as_deref().map(str::to_ascii_lowercase) else {
+        return false;
+    };
+    let (mime, params) = content_type.split_once(';').unwrap_or((&content_type, ""));
+    let mime = mime.trim();
+    let textual = mime.starts_with("text/")
+        || ["application/json", "application/xml", "application/javascript"].contains(&mime)
+        || mime.ends_with("+json")
+        || mime.ends_with("+xml");
+    let utf8 = |c: &str| matches!(c.trim().trim_matches('"'), "utf-8" | "utf8");
+    let charset = params.split(';').find_map(|p| p.trim().strip_prefix("charset="));
+    let encoding_ok = match p.content_encoding.as_deref().map(str::to_ascii_lowercase) {
+        None => true,
+        Some(e) => utf8(&e),
+    };
+    textual
+        && charset.is_none_or(utf8)
+        && encoding_ok
+        && std::str::from_utf8(&envelope.body).is_ok()
+}
 
 fn has_decimal(value: &Value) -> bool {
     match value {
@@ -815,5 +843,26 @@ mod tests {
         let props = [SimpleValue::Char('é'), SimpleValue::Symbol(Symbol::from("sym"))];
         let got: Vec<Value> = props.iter().map(from_simple).collect();
         assert_eq!(got, [Value::String("é".into()), Value::String("sym".into())]);
+    }
+
+    #[test]
+    fn a_utf8_text_body_from_091_is_a_jms_text_message_and_gzip_stays_bytes() {
+        // R2A-15 (case 13)
+        let kind = |content_type: &str, encoding: Option<&str>, body: &'static [u8]| {
+            let mut env = Envelope { body: Bytes::from_static(body), ..Envelope::default() };
+            env.properties.content_type = Some(content_type.into());
+            env.properties.content_encoding = encoding.map(str::to_owned);
+            let message = encode(&env, jms(), "q", &mut Ledger::lossy());
+            assert!(matches!(message.body, Body::Data(_)), "the body stays one data section");
+            let annotations = message.message_annotations.expect("annotations");
+            annotations.0.get(&OwnedKey::Symbol(Symbol::from(JMS_MSG_TYPE))).cloned()
+        };
+        let text = Some(AmqpValueT::Byte(JMS_TEXT));
+        let bytes = Some(AmqpValueT::Byte(JMS_BYTES));
+        assert_eq!(kind("text/plain", Some("UTF-8"), "héllo".as_bytes()), text);
+        assert_eq!(kind("application/json; charset=utf-8", None, b"{}"), text);
+        assert_eq!(kind("text/plain", Some("gzip"), b"\x1f\x8b\x08"), bytes);
+        assert_eq!(kind("text/plain; charset=iso-8859-1", None, b"caf\xe9"), bytes);
+        assert_eq!(kind("application/octet-stream", None, b"abc"), bytes);
     }
 }

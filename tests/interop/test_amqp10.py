@@ -1301,3 +1301,21 @@ def test_lenient_bridge_sends_what_amqp10_cannot_hold_and_counts_it(portico, rab
     wait_until(lambda: series in p.http("/metrics")[1], 10, series)
     assert "A value does not reach the sink as it was" in p.log()
 
+
+def test_non_utf8_long_string_from_091_reaches_amqp10_as_binary(portico, rabbit, amqp10):
+    # docs/mapping.md: R2A-14
+    """Case 11 toward AMQP 1.0: a 0-9-1 `S` header holding bytes that are not UTF-8 becomes
+    a binary application property, byte for byte; the UTF-8 one a string."""
+    from test_mapping import publish_raw, raw_longstr
+
+    src, dst = rabbit.queue(unique("a10-src")), rabbit.queue(unique("a10-dst"))
+    portico(render([bridge("b", {"connection": "rabbit", "queue": src}, {"connection": "r10", "queue": dst})], r10=R10))
+    blob = bytes.fromhex("00 53 74 C1 07 02 A1 01 6B A1 01 76")
+    publish_raw(rabbit, "", src, b"case-11", headers={"blob": raw_longstr(blob), "ok": "ok"})
+
+    [w] = amqp10.receive(dst, 1)
+    app = w.section("application-properties")
+    assert bytes(app["blob"]) == blob and type(app["blob"]).__name__ != "str"
+    assert typed(app["ok"]) == ("str", "ok")
+    assert w.body_sections == [("data", b"case-11")]
+
