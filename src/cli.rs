@@ -166,12 +166,9 @@ enum Sample {
 }
 
 fn explain(path: &std::path::Path, name: &str, sample: Sample, format: Format) -> ExitCode {
-    let model = match crate::config::load(path) {
+    let model = match load(path) {
         Ok(model) => model,
-        Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let Some(bridge) = model.bridges.iter().find(|b| b.name == name) else {
         let names: Vec<&str> = model.bridges.iter().map(|b| b.name.as_str()).collect();
@@ -231,19 +228,13 @@ fn explain(path: &std::path::Path, name: &str, sample: Sample, format: Format) -
 }
 
 fn replay(path: &std::path::Path, options: crate::replay::Options) -> ExitCode {
-    let model = match crate::config::load(path) {
+    let model = match load(path) {
         Ok(model) => model,
-        Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(crate::replay::run(model, options)) {
         Ok(tally) => {
@@ -276,19 +267,13 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
-    let model = match crate::config::load(path) {
+    let model = match load(path) {
         Ok(model) => model,
-        Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(crate::app::run(model)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -297,6 +282,22 @@ fn run(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads and checks the configuration; on failure prints every problem and gives exit code 2.
+fn load(path: &std::path::Path) -> Result<crate::config::Model, ExitCode> {
+    crate::config::load(path).map_err(|error| {
+        eprintln!("{error}");
+        ExitCode::from(2)
+    })
+}
+
+/// The multi-threaded runtime the gateway and `dlq replay` run on.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|error| {
+        eprintln!("cannot start the async runtime: {error}");
+        ExitCode::FAILURE
+    })
 }
 
 fn init_logging(format: LogFormat) {
