@@ -7,7 +7,10 @@ use lapin::types::FieldTable;
 use lapin::types::ShortString;
 use lapin::{Channel, Connection};
 use std::collections::HashSet;
+use futures::future::Either;
+use std::future::Future as _;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::sync::Mutex;
 
 use super::codec;
@@ -141,9 +144,9 @@ impl Sink for Amqp091Sink {
         if let Some(refused) = ledger.refusal() {
             return Err(refused);
         }
-        // One publish at a time per channel: lapin numbers a publish for its confirm and puts
-        // its frames on the wire in two steps, so two concurrent publishes (a retry beside
-        // the bridge's next message) could swap numbers and confirm the wrong message.
+        // One publish at a time per channel: lapin numbers a publish for its confirm and
+        // queues its frames in two steps, so two concurrent publishes (a retry beside the
+        // bridge's next message) could swap numbers and confirm the wrong message.
         let mut session = self.session.lock().await;
         let channel = self.channel(&mut session).await?;
         self.check_exchange(&session, exchange).await?;
@@ -159,12 +162,22 @@ impl Sink for Amqp091Sink {
         };
         // mandatory: an unroutable message comes back as basic.return instead of vanishing.
         let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-        let confirm = channel
-            .basic_publish(exchange, routing_key, options, &envelope.body, properties)
-            .await
-            .map_err(|e| classify(&e.to_string()))?;
+        let body = envelope.body.clone();
+        let mut publish = Box::pin(async move {
+            channel.basic_publish(exchange, routing_key, options, &body, properties).await
+        });
+        // Both steps happen in the first poll, which queues the frames for lapin's I/O thread.
+        // Only that poll needs the lock: waiting for the frames to be written is left to the
+        // returned future, so the next message is queued behind this one at once and the I/O
+        // thread writes many publishes per wake-up instead of one.
+        let first = std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await;
         drop(session);
+        let written = match first {
+            Poll::Ready(written) => Either::Left(std::future::ready(written)),
+            Poll::Pending => Either::Right(publish),
+        };
         Ok(Box::pin(async move {
+            let confirm = written.await.map_err(|e| classify(&e.to_string()))?;
             match confirm.await {
                 Ok(Confirmation::Ack(None)) => Ok(()),
                 Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned))) => {
