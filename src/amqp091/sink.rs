@@ -1,13 +1,13 @@
 //! Publishing to AMQP 0-9-1 with publisher confirms.
 
 use async_trait::async_trait;
+use futures::future::Either;
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::types::ShortString;
 use lapin::{Channel, Connection};
 use std::collections::HashSet;
-use futures::future::Either;
 use std::future::Future as _;
 use std::sync::Arc;
 use std::task::Poll;
