@@ -3,15 +3,19 @@
 //! For each message, in order: **receive** it from the source, **translate** it (resolve the
 //! sink's templates into a route), **emit** it to the sink, then **settle** it at the source
 //! once the sink confirmed (or the dead-letter sink did). Emitting is done in source order by
-//! the bridge's loop; confirmations are awaited in spawned tasks, many at once, bounded by
+//! the bridge's loop; confirmations are awaited by the same task, many at once, bounded by
 //! `max_in_flight` permits. Each failed attempt is classified: a transient failure is
 //! retried with the bridge's backoff while the source message stays unsettled (up to
 //! `retry.max_attempts`, then the dead letter); a permanent one goes to the dead letter; a
 //! fatal one (a misconfiguration) stops the bridge and gives back what it holds.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -159,29 +163,33 @@ impl Bridge {
             lossy: RateLimit::new(Duration::from_secs(10), 5),
         });
 
+        // The messages emitted and not yet settled, awaited here rather than in a task each:
+        // the broker's confirms then wake one task, which settles every message they cover.
+        let mut confirming = FuturesUnordered::new();
         loop {
+            let next = async {
+                let permit = permits.clone().acquire_owned().await.ok()?;
+                Some((permit, rx.recv().await?))
+            };
             // `biased`: a stop must win over a ready message, or a bridge that just stopped on
             // a record it cannot skip would go on to emit the records after it.
-            let permit = tokio::select! {
+            let (permit, received) = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
-            let received = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                received = rx.recv() => match received {
-                    Some(received) => received,
+                next = beside(&mut confirming, next) => match next {
+                    Some(next) => next,
                     None => break,
                 },
             };
+            // A confirmation settled beside the wait may have stopped the bridge.
+            if stop.is_cancelled() {
+                received.settle.release().await;
+                break;
+            }
             shared.metrics.received.inc();
             shared.metrics.in_flight.inc();
-            // Boxed once here: each in-flight message's task then holds a pointer, not the
-            // message, in every state of its future.
+            // Boxed once here: each in-flight message's confirmation then holds a pointer, not
+            // the message, in every state of its future.
             let work = Box::new(Work {
                 received,
                 outgoing: None,
@@ -190,7 +198,10 @@ impl Bridge {
                 started: Instant::now(),
                 _permit: permit,
             });
-            shared.clone().dispatch(&self.route, work).await;
+            let dispatched = beside(&mut confirming, shared.clone().dispatch(&self.route, work));
+            if let Some(confirmation) = dispatched.await {
+                confirming.push(confirmation);
+            }
         }
 
         // Unsettled messages still queued here go back to the source broker.
@@ -199,7 +210,11 @@ impl Bridge {
             received.settle.release().await;
         }
         let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
-        if tokio::time::timeout(deadline, permits.acquire_many(all)).await.is_err() {
+        let settled = async {
+            while confirming.next().await.is_some() {}
+            permits.acquire_many(all).await
+        };
+        if tokio::time::timeout(deadline, settled).await.is_err() {
             tracing::warn!(bridge = %self.name,
                 "In-flight messages did not settle before the shutdown \
                  deadline; they will be delivered again");
@@ -221,9 +236,33 @@ impl Bridge {
     }
 }
 
+/// The rest of one message's way once it is emitted: its confirmation, retries, settling.
+type Confirmation = BoxFuture<'static, ()>;
+
+/// Awaits `future` while the confirmations in `confirming` make progress. They go first: a
+/// source that always has a message ready must not keep its confirmed messages unsettled.
+async fn beside<F: Future>(
+    confirming: &mut FuturesUnordered<Confirmation>,
+    future: F,
+) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = confirming.next(), if !confirming.is_empty() => {}
+            output = &mut future => return output,
+        }
+    }
+}
+
 impl Shared {
-    /// Translates and emits one message in source order; awaits its confirmation elsewhere.
-    async fn dispatch(self: Arc<Self>, route: &RouteTemplate, mut work: Box<Work>) {
+    /// Translates and emits one message in source order. Returns what awaits its
+    /// confirmation, unless the message was settled already.
+    async fn dispatch(
+        self: Arc<Self>,
+        route: &RouteTemplate,
+        mut work: Box<Work>,
+    ) -> Option<Confirmation> {
         let translated = self.rules.apply(&work.received.envelope).and_then(|outgoing| {
             let route = route.resolve(outgoing.as_ref().unwrap_or(&work.received.envelope))?;
             Ok((outgoing, route))
@@ -238,7 +277,7 @@ impl Shared {
                 // Handled before the next message is emitted: a source that cannot skip a
                 // record (Kafka without dead_letter) must stop before anything after it goes out.
                 self.dead_letter(work, failure).await;
-                return;
+                return None;
             }
         };
         if let Some(max) = self.retry.max_attempts {
@@ -251,14 +290,14 @@ impl Shared {
                 );
                 let mut failure = Failure::now(Stage::Deliver, MAX_RETRIES, error, work.attempts);
                 failure.class = Disposition::Retry;
-                return self.dead_letter(work, failure).await;
+                self.dead_letter(work, failure).await;
+                return None;
             }
             if work.attempts > 0 {
                 // Back from an earlier delivery that failed downstream: wait as a retry
                 // would, off the in-order path, so a message that keeps coming back cannot
                 // spin through the brokers.
-                tokio::spawn(async move { self.redeliver(work, route).await });
-                return;
+                return Some(Box::pin(self.redeliver(work, route)));
             }
         }
         self.stamp(&mut work);
@@ -266,11 +305,14 @@ impl Shared {
         let mut ledger = Ledger::lossy().strict(self.strict);
         let emitted = tokio::select! {
             biased;
-            _ = self.stop.cancelled() => return self.release(work).await,
+            _ = self.stop.cancelled() => {
+                self.release(work).await;
+                return None;
+            }
             emitted = self.sink.emit(work.envelope(), &route, &mut ledger) => emitted,
         };
         self.account(&ledger);
-        tokio::spawn(async move { self.complete(work, route, emitted).await });
+        Some(Box::pin(self.complete(work, route, emitted)))
     }
 
     /// Emits a message that came back to the source after `work.attempts` deliveries, after
@@ -318,7 +360,7 @@ impl Shared {
             match self.disposition(&error) {
                 Disposition::DeadLetter => {
                     let failure = work.failure(error.reason(), Disposition::DeadLetter, &error);
-                    // Boxed: every in-flight message has a task running this function, and the
+                    // Boxed: every in-flight message has a future running this function, and the
                     // rare dead-letter path's state would otherwise make each of them kilobytes.
                     return Box::pin(self.dead_letter(work, failure)).await;
                 }
