@@ -129,3 +129,16 @@ pub fn to_simple(value: &Value, jms: bool) -> Option<SimpleValue> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chars_and_symbols_arrive_as_strings() {
+        // A2R-12: the envelope has no char or symbol type.
+        let props = [SimpleValue::Char('é'), SimpleValue::Symbol(Symbol::from("sym"))];
+        let got: Vec<Value> = props.iter().map(from_simple).collect();
+        assert_eq!(got, [Value::String("é".into()), Value::String("sym".into())]);
+    }
+}
