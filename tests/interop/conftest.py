@@ -2,9 +2,12 @@
 confluent-kafka. Every test names its own queues and topics, so tests never share state."""
 
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -166,6 +169,126 @@ class Rabbit:
 
     def depth(self, queue):
         return self.ch.queue_declare(queue, passive=True).method.message_count
+
+
+# ----------------------------------------------------------------------------- own RabbitMQ node
+
+RABBIT_SCRIPTS = Path(os.environ.get("RABBITMQ_SCRIPTS", "/usr/lib/rabbitmq/bin"))
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class RabbitNode:
+    """A RabbitMQ node of the tests' own, for the faults that stop a broker: its own node name,
+    AMQP and distribution ports, data, logs, config and plugins (AMQP 1.0 only, no
+    management) in a temporary directory. The shared node on 5672 is never touched.
+
+    Run as root, the node and its CLI run as the `rabbitmq` user (as the packaged scripts
+    do), so they share that user's Erlang cookie; otherwise as the current user."""
+
+    def __init__(self):
+        self.name = f"portico-fault-{os.getpid()}-{uuid.uuid4().hex[:6]}@localhost"
+        self.port, self.dist_port = free_port(), free_port()
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2f"
+        self.dir = Path(tempfile.mkdtemp(prefix="portico-rabbit-"))
+        (self.dir / "enabled_plugins").write_text("[rabbitmq_amqp1_0].\n")
+        (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.1 = 127.0.0.1:{self.port}\n")
+        (self.dir / "rabbitmq-env.conf").write_text("ERL_EPMD_ADDRESS=127.0.0.1\n")
+        self.as_user = []
+        if os.geteuid() == 0:
+            self.as_user = ["runuser", "-u", "rabbitmq", "--"]
+            user = pwd.getpwnam("rabbitmq")
+            for path in [self.dir, *self.dir.iterdir()]:
+                os.chown(path, user.pw_uid, user.pw_gid)
+
+    def env(self):
+        d = self.dir
+        return {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(d / "log"),
+            "RABBITMQ_PID_FILE": str(d / "rabbit.pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        }
+
+    def run(self, tool, *args, timeout=60):
+        """Runs a RabbitMQ CLI tool against this node."""
+        return subprocess.run(
+            [*self.as_user, str(RABBIT_SCRIPTS / tool), "-q", "-n", self.name, *args],
+            capture_output=True, text=True, timeout=timeout, cwd=self.dir,
+        )
+
+    def cli(self, tool, *args, timeout=60):
+        """Runs a RabbitMQ CLI tool that must succeed; returns its output."""
+        done = self.run(tool, *args, timeout=timeout)
+        if done.returncode != 0:
+            raise AssertionError(f"{tool} {' '.join(args)}: {done.stderr or done.stdout}")
+        return done.stdout
+
+    def alive(self):
+        return self.run("rabbitmq-diagnostics", "ping", timeout=30).returncode == 0
+
+    def start(self, timeout=90):
+        """Boots the node (data kept from an earlier run) and waits until it takes clients."""
+        subprocess.run(
+            [*self.as_user, str(RABBIT_SCRIPTS / "rabbitmq-server"), "-detached"],
+            env=self.env(), cwd=self.dir, check=True, timeout=60,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: port_open(self.port), timeout, f"RabbitMQ node {self.name}\n{self.log()}")
+        # The AMQP listener opens before the plugins (AMQP 1.0) have started.
+        self.cli("rabbitmqctl", "await_startup", "--timeout", str(timeout), timeout=timeout + 10)
+        return self
+
+    def stop(self, timeout=60):
+        """A clean stop of the whole node (not only the app): clients see it go away."""
+        self.cli("rabbitmqctl", "stop", timeout=timeout)
+        wait_until(lambda: not port_open(self.port), timeout, f"{self.name} stopped")
+
+    def restart(self, timeout=90):
+        self.stop(timeout)
+        return self.start(timeout)
+
+    def shutdown(self):
+        if self.alive():
+            self.run("rabbitmqctl", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def queue_totals(self):
+        """{queue: ready + unacknowledged} as this node counts them."""
+        out = self.cli("rabbitmqctl", "list_queues", "name", "messages", "--no-table-headers")
+        return {
+            name: int(count)
+            for name, _, count in (line.partition("\t") for line in out.splitlines())
+            if count.strip().isdigit()
+        }
+
+    def log(self):
+        path = self.dir / "log" / f"{self.name}.log"
+        return path.read_text()[-3000:] if path.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def rabbit_node():
+    """A RabbitMQ node of this module's own, not yet started; stopped and deleted at the end.
+    Tests may stop and start it; each leaves it as it likes, the next one starts it again."""
+    node = RabbitNode()
+    yield node
+    node.shutdown()
 
 
 # ----------------------------------------------------------------------------- Kafka

@@ -9,20 +9,9 @@ import json
 import os
 
 from conftest import KAFKA_BROKERS, RABBIT_URL, create_topic, produce, unique, wait_until
-from test_faults import delete_queues, drain, metric  # noqa: F401 (autouse fixture)
+from test_faults import SCALE, delete_queues, drain, fault_row, metric  # noqa: F401 (autouse fixture)
 
-SCALE = float(os.environ.get("PORTICO_FAULT_SCALE", "1"))
 MIB = 1024 * 1024
-
-
-def report(scenario, direction, sent, delivered_ids, dead_lettered=0):
-    """The one line per scenario that the reconciliation table is built from."""
-    distinct = len(set(delivered_ids))
-    print(
-        f"FAULT {scenario} | {direction} | sent={sent} delivered={distinct} "
-        f"dead_lettered={dead_lettered} duplicated={len(delivered_ids) - distinct} "
-        f"lost={sent - distinct - dead_lettered}"
-    )
 
 
 def config(bridges):
@@ -88,7 +77,7 @@ def test_a_16_mib_body(portico, rabbit):
     by_id = {props.message_id: body for props, body in got}
     assert hashlib.sha256(by_id["m-1"]).digest() == hashlib.sha256(big).digest()
     assert by_id["m-0"] == bodies[0] and by_id["m-2"] == bodies[2]
-    report("16 MiB body", "0-9-1 -> 0-9-1", 3, [props.message_id for props, _ in got])
+    fault_row("16 MiB body", "0-9-1 -> 0-9-1", 3, [props.message_id for props, _ in got])
 
     [(props, body)] = collect(rabbit, dlq, 1)
     assert props.message_id == "m-1" and body == big
@@ -97,7 +86,7 @@ def test_a_16_mib_body(portico, rabbit):
     m = p.metrics()
     delivered_k = m["portico_messages_delivered_total"] - 3
     assert delivered_k == 2 and m["portico_messages_dead_lettered_total"] == 1
-    report("16 MiB body", "0-9-1 -> Kafka", 3, ["m-0", "m-2"], dead_lettered=1)
+    fault_row("16 MiB body", "0-9-1 -> Kafka", 3, ["m-0", "m-2"], dead_lettered=1)
 
 
 def test_empty_bodies_and_invalid_utf8_declared_as_text(portico, rabbit):
@@ -131,7 +120,7 @@ def test_empty_bodies_and_invalid_utf8_declared_as_text(portico, rabbit):
     ids = [props.message_id for props, _ in got]
     assert sorted(ids) == sorted(sent), "each exactly once"
     assert rabbit.depth(dlq) == 0
-    report("empty body + invalid UTF-8 as text", "0-9-1 -> Kafka -> 0-9-1", len(sent), ids)
+    fault_row("empty body + invalid UTF-8 as text", "0-9-1 -> Kafka -> 0-9-1", len(sent), ids)
 
 
 ODD = {
@@ -165,4 +154,4 @@ def test_headers_of_odd_types_round_trip_through_kafka(portico, rabbit):
     ids = [props.message_id for props, _ in got]
     assert sorted(ids) == sorted(f"m-{n}" for n in range(total))
     assert rabbit.depth(dlq) == 0
-    report("odd header types", "0-9-1 -> Kafka -> 0-9-1", total, ids)
+    fault_row("odd header types", "0-9-1 -> Kafka -> 0-9-1", total, ids)
