@@ -249,7 +249,8 @@ class RabbitNode:
             env=self.env(), cwd=self.dir, check=True, timeout=60,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_until(lambda: port_open(self.port), timeout, f"RabbitMQ node {self.name}\n{self.log()}")
+        up = lambda: port_open(self.port)  # noqa: E731
+        wait_until(up, timeout, f"RabbitMQ node {self.name} listening\n{self.log()}")
         # The AMQP listener opens before the plugins (AMQP 1.0) have started.
         self.cli("rabbitmqctl", "await_startup", "--timeout", str(timeout), timeout=timeout + 10)
         return self

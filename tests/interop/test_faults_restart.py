@@ -39,10 +39,11 @@ DELAY = 0.1
 RETRY = {"initial_backoff": "50ms", "max_backoff": "1s", "multiplier": 2.0}
 # What a source may hold unsettled, and so what a lost connection may deliver twice. A 0-9-1
 # prefetch caps the unacked deliveries. AMQP 1.0 credit caps only what the broker sends
-# ahead: portico grants a new window as soon as the last is received, so the deliveries
-# in flight to the sink (max_in_flight), those queued for the bridge (64) and one about to be
-# queued are unsettled too.
-UNSETTLED = {"amqp091": WINDOW, "amqp10": WINDOW + 64 + 1 + WINDOW}
+# ahead: portico grants a new window as soon as the last one is received, so deliveries
+# queued for the bridge (64, plus one about to be queued), in flight to the sink
+# (max_in_flight) and accepted with their disposition not yet written (at most as many) are
+# unsettled too.
+UNSETTLED = {"amqp091": WINDOW, "amqp10": WINDOW + 64 + 1 + 2 * WINDOW}
 
 
 def scaled(count):
@@ -50,7 +51,9 @@ def scaled(count):
 
 
 def bridge_spec(name, source, sink):
-    return {"name": name, "source": source, "sink": sink, "max_in_flight": WINDOW, "retry": RETRY}
+    return {
+        "name": name, "source": source, "sink": sink, "max_in_flight": WINDOW, "retry": RETRY,
+    }
 
 
 def render(connections, bridges):
@@ -77,7 +80,11 @@ def node_connections(node):
     """The node's connections: 0-9-1 (`own`) and AMQP 1.0 (`own10`)."""
     return {
         "own": {"protocol": "amqp091", "url": node.url},
-        "own10": {"protocol": "amqp10", "url": node.url.removesuffix("/%2f"), "flavor": "rabbitmq"},
+        "own10": {
+            "protocol": "amqp10",
+            "url": node.url.removesuffix("/%2f"),
+            "flavor": "rabbitmq",
+        },
     }
 
 
@@ -119,14 +126,24 @@ def delivered(p, bridge):
     return counters(p, "portico_messages_delivered_total").get(bridge, 0)
 
 
+def to_queue(connection, queue):
+    """A 0-9-1 sink publishing to `queue` through the default exchange."""
+    return {"connection": connection, "exchange": "", "routing_key": queue}
+
+
+def ids_in(queue, url=RABBIT_URL):
+    """The message ids of everything now in `queue` (taken)."""
+    return [props.message_id for props, _ in drain(queue, url)]
+
+
 def settled(p, sources_left, total, timeout=120):
     """Waits until every source is empty and each bridge delivered everything it took."""
 
     def done():
         in_flight = counters(p, "portico_messages_in_flight")
-        return (
-            all(delivered(p, bridge) >= total and in_flight.get(bridge, 0) == 0 for bridge in sources_left)
-            and all(left() == 0 for left in sources_left.values())
+        return all(
+            delivered(p, bridge) >= total and in_flight.get(bridge, 0) == 0 and left() == 0
+            for bridge, left in sources_left.items()
         )
 
     wait_until(done, timeout, f"every message settled\n{p.log()[-3000:]}")
@@ -159,7 +176,7 @@ def test_rabbitmq_restart_mid_stream(portico, rabbit, rabbit_node, slow_link):
     node = started(rabbit_node)
     total = scaled(3000)
     src091, src10, dst = unique("rr-src091"), unique("rr-src10"), unique("rr-dst")
-    to091, to10, back = (rabbit.queue(unique(n)) for n in ("rr-to091", "rr-to10", "rr-back"))
+    to091, to10, back = (rabbit.queue(unique(q)) for q in ("rr-to091", "rr-to10", "rr-back"))
     declare_queues(node.url, src091, src10, dst)
     for queue in (src091, src10):
         publish_numbered(queue, range(total), size=256, url=node.url)
@@ -167,15 +184,13 @@ def test_rabbitmq_restart_mid_stream(portico, rabbit, rabbit_node, slow_link):
     totals = node.queue_totals()
     assert totals[src091] == totals[src10] == total and rabbit.depth(back) == total
     b091, b10, bsink = unique("rr-091"), unique("rr-10"), unique("rr-sink")
-    shared = lambda queue: {"connection": "shared", "exchange": "", "routing_key": queue}  # noqa: E731
     bridges = [
-        bridge_spec(b091, {"connection": "own", "queue": src091, "prefetch": WINDOW}, shared(to091)),
-        bridge_spec(b10, {"connection": "own10", "queue": src10, "credit": WINDOW}, shared(to10)),
-        bridge_spec(
-            bsink,
-            {"connection": "shared", "queue": back, "prefetch": WINDOW},
-            {"connection": "own", "exchange": "", "routing_key": dst},
-        ),
+        bridge_spec(b091, {"connection": "own", "queue": src091, "prefetch": WINDOW},
+                    to_queue("shared", to091)),
+        bridge_spec(b10, {"connection": "own10", "queue": src10, "credit": WINDOW},
+                    to_queue("shared", to10)),
+        bridge_spec(bsink, {"connection": "shared", "queue": back, "prefetch": WINDOW},
+                    to_queue("own", dst)),
     ]
     # The shared broker's replies come late on every bridge: each runs at about one window
     # per DELAY, so the restart finds all three mid-stream.
@@ -183,9 +198,10 @@ def test_rabbitmq_restart_mid_stream(portico, rabbit, rabbit_node, slow_link):
     p = portico(render(connections, bridges))
 
     tenth = total // 10
-    wait_until(lambda: all(delivered(p, b) >= tenth for b in bridges_of(bridges)), 60, f"{tenth} each")
+    names = [spec["name"] for spec in bridges]
+    wait_until(lambda: all(delivered(p, b) >= tenth for b in names), 60, f"{tenth} each")
     node.stop()
-    interrupted(p, bridges_of(bridges), total, "RabbitMQ stop")
+    interrupted(p, names, total, "RabbitMQ stop")
     node.start()
     left = {
         b091: lambda: node.queue_totals().get(src091),
@@ -196,16 +212,13 @@ def test_rabbitmq_restart_mid_stream(portico, rabbit, rabbit_node, slow_link):
     assert "Lost the source's broker" in p.log()
     assert counters(p, "portico_delivery_retries_total").get(bsink, 0) > 0, "no publish was retried"
 
-    scenario = "RabbitMQ restart"
-    ids = lambda queue, url=RABBIT_URL: [props.message_id for props, _ in drain(queue, url)]  # noqa: E731
-    finish(p, b091, f"{scenario}, source side", "0-9-1 -> 0-9-1", total, ids(to091), UNSETTLED["amqp091"])
-    finish(p, b10, f"{scenario}, source side", "1.0 -> 0-9-1", total, ids(to10), UNSETTLED["amqp10"])
-    finish(p, bsink, f"{scenario}, sink side", "0-9-1 -> 0-9-1", total, ids(dst, node.url), WINDOW)
+    source_side, sink_side = "RabbitMQ restart, source side", "RabbitMQ restart, sink side"
+    window = UNSETTLED["amqp091"]
+    finish(p, b091, source_side, "0-9-1 -> 0-9-1", total, ids_in(to091), window)
+    window = UNSETTLED["amqp10"]
+    finish(p, b10, source_side, "1.0 -> 0-9-1", total, ids_in(to10), window)
+    finish(p, bsink, sink_side, "0-9-1 -> 0-9-1", total, ids_in(dst, node.url), WINDOW)
     delete_queues_at(node.url, src091, src10, dst)
-
-
-def bridges_of(specs):
-    return [spec["name"] for spec in specs]
 
 
 def test_rabbitmq_down_when_portico_starts(portico, rabbit, rabbit_node):
@@ -217,24 +230,19 @@ def test_rabbitmq_down_when_portico_starts(portico, rabbit, rabbit_node):
         rabbit_node.stop()
     node, total = rabbit_node, scaled(500)
     src, dst = unique("rd-src"), unique("rd-dst")
-    waiting, arrived = (rabbit.queue(unique(n)) for n in ("rd-waiting", "rd-arrived"))
+    waiting, arrived = (rabbit.queue(unique(q)) for q in ("rd-waiting", "rd-arrived"))
     publish_numbered(waiting, range(total), size=128)
+    declare = {"queues": [{"name": src}, {"name": dst}]}
     connections = {
-        "own": {"protocol": "amqp091", "url": node.url, "declare": {"queues": [{"name": src}, {"name": dst}]}},
+        "own": {"protocol": "amqp091", "url": node.url, "declare": declare},
         "shared": {"protocol": "amqp091", "url": RABBIT_URL},
     }
     to_node, from_node = unique("rd-sink"), unique("rd-source")
     bridges = [
-        bridge_spec(
-            to_node,
-            {"connection": "shared", "queue": waiting, "prefetch": WINDOW},
-            {"connection": "own", "exchange": "", "routing_key": dst},
-        ),
-        bridge_spec(
-            from_node,
-            {"connection": "own", "queue": src, "prefetch": WINDOW},
-            {"connection": "shared", "exchange": "", "routing_key": arrived},
-        ),
+        bridge_spec(to_node, {"connection": "shared", "queue": waiting, "prefetch": WINDOW},
+                    to_queue("own", dst)),
+        bridge_spec(from_node, {"connection": "own", "queue": src, "prefetch": WINDOW},
+                    to_queue("shared", arrived)),
     ]
     p = portico(render(connections, bridges), ready=False)
 
@@ -253,10 +261,8 @@ def test_rabbitmq_down_when_portico_starts(portico, rabbit, rabbit_node):
     left = {to_node: lambda: queue_total(waiting), from_node: lambda: node.queue_totals().get(src)}
     settled(p, left, total)
     scenario = "RabbitMQ down at start"
-    ids = [props.message_id for props, _ in drain(dst, node.url)]
-    finish(p, to_node, f"{scenario}, sink side", "0-9-1 -> 0-9-1", total, ids, 0)
-    ids = [props.message_id for props, _ in drain(arrived)]
-    finish(p, from_node, f"{scenario}, source side", "0-9-1 -> 0-9-1", total, ids, 0)
+    finish(p, to_node, f"{scenario}, sink side", "0-9-1 -> 0-9-1", total, ids_in(dst, node.url), 0)
+    finish(p, from_node, f"{scenario}, source side", "0-9-1 -> 0-9-1", total, ids_in(arrived), 0)
     delete_queues_at(node.url, src, dst)
 
 
@@ -264,8 +270,9 @@ def test_rabbitmq_down_when_portico_starts(portico, rabbit, rabbit_node):
 
 
 def test_kafka_restart_sink_side(portico, rabbit, tansu, slow_link):
-    """The Kafka broker (sqlite storage) restarts mid-stream: records it had not confirmed
-    are produced again once it is back; duplicates at most the in-flight window."""
+    """The Kafka broker (sqlite storage) is killed mid-stream and started again: records it
+    had not confirmed are produced again once it is back; duplicates at most the in-flight
+    window."""
     kafka = tansu().start()
     source, topic, bridge = unique("kr-src"), unique("kr-t"), unique("kr")
     total = scaled(3000)
@@ -281,9 +288,14 @@ def test_kafka_restart_sink_side(portico, rabbit, tansu, slow_link):
     sink = {"connection": "kafka", "topic": topic}
     p = portico(config(bridge, connections, source_spec, sink))
 
-    wait_until(lambda: metric(p, "portico_messages_delivered_total") >= total // 10, 60, "a tenth delivered")
-    kafka.stop()
-    interrupted(p, [bridge], total, "Kafka stop (sink)")
+    wait_until(lambda: delivered(p, bridge) >= total // 10, 60, f"{total // 10} delivered")
+    # Killed, not stopped: Tansu 0.6 stops its storage before its listener on SIGTERM, so
+    # produce requests then fail with "unknown broker error", and after the restart the
+    # first idempotent batch of the same producer panics its sqlite storage (lite.rs:503,
+    # "more or less than one row"); every produce fails from then on. A confluent-kafka
+    # producer alone does the same. After SIGKILL the committed data is all there.
+    kafka.kill()
+    interrupted(p, [bridge], total, "Kafka kill (sink)")
     kafka.start()
     settled(p, {bridge: lambda: queue_total(source)}, total)
 
@@ -295,18 +307,21 @@ def test_kafka_restart_source_side(portico, rabbit, tansu, slow_link):
     """The Kafka broker restarts mid-stream: the consumer group's committed offset survives,
     portico resumes from its position and the group ends committed at the end."""
     kafka = tansu().start()
-    topic, group, target, bridge = unique("kr-t"), unique("kr-g"), unique("kr-dst"), unique("kr")
+    topic, group, target, bridge = (unique(n) for n in ("kr-t", "kr-g", "kr-dst", "kr"))
     total = scaled(3000)
     create_topic(topic, brokers=kafka.brokers)
     produce(topic, [{"value": body_of(n, 256)} for n in range(total)], brokers=kafka.brokers)
     rabbit.queue(target)
     connections = {
         "shared": paced_rabbit(slow_link),
-        "kafka": {"protocol": "kafka", "brokers": kafka.brokers, "options": {"session.timeout.ms": "6000"}},
+        "kafka": {
+            "protocol": "kafka",
+            "brokers": kafka.brokers,
+            "options": {"session.timeout.ms": "6000"},
+        },
     }
     source_spec = {"connection": "kafka", "topics": [topic], "group": group, "start": "earliest"}
-    sink = {"connection": "shared", "exchange": "", "routing_key": target}
-    p = portico(config(bridge, connections, source_spec, sink))
+    p = portico(config(bridge, connections, source_spec, to_queue("shared", target)))
 
     wait_until(lambda: rabbit.depth(target) >= total // 10, 60, f"{total // 10} on {target}")
     before = committed_offset(topic, group, kafka.brokers)
@@ -316,12 +331,17 @@ def test_kafka_restart_source_side(portico, rabbit, tansu, slow_link):
     after = committed_offset(topic, group, kafka.brokers)
     print(f"committed offset before the stop {before}, after the restart {after}")
     assert after >= before > 0, "the committed offset did not survive the restart"
-    wait_until(lambda: committed_offset(topic, group, kafka.brokers) >= total, 120, f"group {group} at {total}")
+    at_end = lambda: committed_offset(topic, group, kafka.brokers) >= total  # noqa: E731
+    wait_until(at_end, 120, f"group {group} committed {total}")
     settled(p, {bridge: lambda: 0}, total)
 
     got = drain(target)
     for props, body in got:
         assert body == body_of(props.headers["kafka-offset"], 256), "body does not match its offset"
     ids = [f"m-{props.headers['kafka-offset']}" for props, _ in got]
-    finish(p, bridge, "Kafka restart, source side", "Kafka -> 0-9-1", total, ids, WINDOW)
+    # If the group had to join again, it resumed at the committed offset, which trails the
+    # confirmed records by the window plus what was confirmed since the last commit (every
+    # 100 ms; half a second of the paced rate allows for the commit's own round trip).
+    bound = WINDOW + int(WINDOW / DELAY * 0.5)
+    finish(p, bridge, "Kafka restart, source side", "Kafka -> 0-9-1", total, ids, bound)
     assert committed_offset(topic, group, kafka.brokers) == total
