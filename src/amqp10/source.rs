@@ -146,7 +146,9 @@ impl Amqp10Source {
             let mut closed = false;
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                Some(disposition) = settle_rx.recv() => settle(&receiver, disposition).await,
+                Some(disposition) = settle_rx.recv() => {
+                    settle(&receiver, disposition, &mut settle_rx).await;
+                }
                 permit = sender.reserve(), if pending.is_some() => match (permit, pending.take()) {
                     (Ok(permit), Some(received)) => permit.send(received),
                     _ => closed = true,
@@ -179,11 +181,13 @@ impl Amqp10Source {
             loop {
                 tokio::select! {
                     _ = drained.cancelled() => break,
-                    Some(disposition) = settle_rx.recv() => settle(&receiver, disposition).await,
+                    Some(disposition) = settle_rx.recv() => {
+                        settle(&receiver, disposition, &mut settle_rx).await;
+                    }
                 }
             }
             while let Ok(disposition) = settle_rx.try_recv() {
-                settle(&receiver, disposition).await;
+                settle(&receiver, disposition, &mut settle_rx).await;
             }
             // A durable subscription must outlive us: detach without closing, or the broker
             // deletes it (and what arrives while portico is away is lost).
@@ -198,15 +202,38 @@ impl Amqp10Source {
     }
 }
 
-async fn settle(receiver: &Receiver, (info, verdict): Disposition) {
-    let result = match verdict {
-        Verdict::Accept => receiver.accept(info).await,
-        Verdict::Release => receiver.release(info).await,
-        Verdict::Reject(reason) => {
-            let error = AmqpErrorBody::new(AmqpError::InternalError, Some(reason), None);
-            receiver.reject(info, error).await
-        }
-    };
+/// Settles `first` and every disposition already queued behind it. Accepts go out together:
+/// one disposition frame per run of consecutive delivery ids instead of one per delivery,
+/// and the broker settles a run in one step.
+async fn settle(
+    receiver: &Receiver,
+    first: Disposition,
+    queued: &mut mpsc::UnboundedReceiver<Disposition>,
+) {
+    let mut accepted = Vec::new();
+    let mut next = Some(first);
+    while let Some((info, verdict)) = next {
+        let result = match verdict {
+            Verdict::Accept => {
+                accepted.push(info);
+                Ok(())
+            }
+            Verdict::Release => receiver.release(info).await,
+            Verdict::Reject(reason) => {
+                let error = AmqpErrorBody::new(AmqpError::InternalError, Some(reason), None);
+                receiver.reject(info, error).await
+            }
+        };
+        log_unsettled(result);
+        // Bounded by the credit: at most that many deliveries are unsettled.
+        next = queued.try_recv().ok();
+    }
+    if !accepted.is_empty() {
+        log_unsettled(receiver.accept_all(accepted).await);
+    }
+}
+
+fn log_unsettled(result: Result<(), fe2o3_amqp::link::DispositionError>) {
     if let Err(error) = result {
         tracing::debug!(%error, "Could not settle an AMQP 1.0 delivery; the broker redelivers it");
     }
