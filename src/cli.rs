@@ -95,14 +95,14 @@ pub enum DlqCommand {
         /// List what would be replayed; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// AMQP 0-9-1: the queue holding the dead letters (default: the dead_letter's
-        /// routing key, when it publishes to the default exchange).
+        /// The queue holding the dead letters (AMQP 0-9-1 default: the dead_letter's routing
+        /// key, when it publishes to the default exchange; AMQP 1.0: its address).
         #[arg(long)]
         queue: Option<String>,
         /// Kafka: the consumer group that records what was replayed.
         #[arg(long, default_value = "portico-dlq-replay")]
         group: String,
-        /// Kafka: stop after this long without a new record.
+        /// Kafka and AMQP 1.0: stop after this long without a new dead letter.
         #[arg(long, default_value = "3s", value_parser = parse_span)]
         idle: std::time::Duration,
     },

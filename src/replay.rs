@@ -3,24 +3,29 @@
 //!
 //! A dead letter is removed only once its re-drive was confirmed (or, when it fails for
 //! good again, once its new dead letter was): on AMQP 0-9-1 it is acknowledged after the
-//! sink's confirm; on Kafka the replay group's offset is committed after it, and never past
-//! a dead letter that was not replayed. The attempt count travels on (`portico.attempts`),
+//! sink's confirm; on AMQP 1.0 it is accepted after it, and one not replayed is released
+//! when the replay ends; on Kafka the replay group's offset is committed after it, and never
+//! past a dead letter that was not replayed. The attempt count travels on (`portico.attempts`),
 //! so a message that fails again is dead-lettered with its attempts counted on.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt as _;
-use lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::options::BasicAckOptions;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
+use crate::amqp10::reader::Reader;
 use crate::bridge::stamp_attempts;
 use crate::config::{BridgeModel, Model, SinkModel};
 use crate::connector::{DeliveryError, Disposition, Sink};
 use crate::deadletter::{DeadLetter, Failure, Stage, header};
-use crate::pipeline::{Envelope, Ledger, Route, RouteTemplate, Value};
+use crate::pipeline::{Envelope, Ledger, Node, Route, RouteTemplate, Value};
 use crate::telemetry::Health;
+
+/// AMQP 1.0: how many dead letters are granted at a time.
+const CREDIT: u32 = 32;
 
 /// What to replay, from the command line.
 #[derive(Debug)]
@@ -33,12 +38,12 @@ pub struct Options {
     /// Re-drive into this bridge's sink instead.
     pub sink: Option<String>,
     pub dry_run: bool,
-    /// AMQP 0-9-1: the queue holding the dead letters (default: the routing key, when the
-    /// dead letters go to the default exchange).
+    /// The queue holding the dead letters. AMQP 0-9-1 default: the routing key, when the
+    /// dead letters go to the default exchange; AMQP 1.0 default: the dead-letter address.
     pub queue: Option<String>,
     /// Kafka: the consumer group whose offsets mark what was replayed.
     pub group: String,
-    /// Kafka: stop after this long without a record.
+    /// Kafka and AMQP 1.0: stop after this long without a dead letter.
     pub idle: Duration,
 }
 
@@ -139,9 +144,27 @@ pub async fn run(model: Model, options: Options) -> anyhow::Result<Tally> {
             })?;
             replay.read_kafka(connection, &topic).await
         }
-        // TODO(#5): reading dead letters back from an AMQP 1.0 address is not there yet.
-        SinkModel::Amqp10 { .. } => {
-            anyhow::bail!("replaying from an AMQP 1.0 dead-letter address is not supported yet")
+        SinkModel::Amqp10 { connection, route } => {
+            let RouteTemplate::Amqp10 { name, node } = route else {
+                anyhow::bail!("the dead-letter route does not match its connection's protocol")
+            };
+            let place = match (&replay.options.queue, node) {
+                (Some(queue), _) => (Node::Queue, queue.clone()),
+                (None, Node::Topic) => anyhow::bail!(
+                    "the dead letters of {:?} go to a topic; name the queue that holds them \
+                     with --queue",
+                    replay.options.bridge
+                ),
+                (None, node) => (
+                    *node,
+                    name.render(&Envelope::default()).map_err(|_| {
+                        anyhow::anyhow!(
+                            "the dead-letter address is a template; name the queue with --queue"
+                        )
+                    })?,
+                ),
+            };
+            replay.read_amqp10(connection, place).await
         }
     };
     replay.target.sink.flush(Duration::from_secs(10)).await;
@@ -180,24 +203,15 @@ impl Replay {
         // queue held at the start is read: what comes after is this replay's own re-failures.
         let mut left: Option<u64> = None;
         while left != Some(0) {
-            let got = channel
-                .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot read queue {queue:?}: {e}"))?;
-            let Some(got) = got else { break };
-            let remaining = left.unwrap_or(u64::from(got.message_count));
-            left = Some(remaining.saturating_sub(u64::from(left.is_some())));
-            let mut delivery = got.delivery;
-            let facts = crate::amqp091::codec::DeliveryFacts {
-                exchange: delivery.exchange.as_str(),
-                routing_key: delivery.routing_key.as_str(),
-                queue,
-                redelivered: delivery.redelivered,
+            let Some((envelope, acker, count)) =
+                crate::amqp091::get(&channel, queue).await.map_err(anyhow::Error::msg)?
+            else {
+                break;
             };
-            let body = std::mem::take(&mut delivery.data);
-            let envelope = crate::amqp091::codec::decode(body, &delivery.properties, facts);
+            let remaining = left.unwrap_or(u64::from(count));
+            left = Some(remaining.saturating_sub(u64::from(left.is_some())));
             if let Verdict::Remove = self.one(envelope).await? {
-                delivery.acker.ack(BasicAckOptions::default()).await?;
+                acker.ack(BasicAckOptions::default()).await?;
             }
         }
         let _ = channel.close(200, "replay done".into()).await;
@@ -210,17 +224,10 @@ impl Replay {
         connection: &crate::config::KafkaConnection,
         topic: &str,
     ) -> anyhow::Result<()> {
-        let consumer: StreamConsumer = crate::kafka::client_config(
-            connection,
-            &[
-                ("group.id", self.options.group.as_str()),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-            ],
-        )
-        .create()
-        .map_err(|e| anyhow::anyhow!("invalid Kafka consumer settings: {e}"))?;
+        let consumer: StreamConsumer =
+            crate::kafka::reader_config(connection, &self.options.group, "earliest")
+                .create()
+                .map_err(|e| anyhow::anyhow!("invalid Kafka consumer settings: {e}"))?;
         consumer.subscribe(&[topic])?;
         // Per partition: false once a dead letter was kept, so the group's offset never
         // passes a dead letter that was not replayed.
@@ -255,6 +262,40 @@ impl Replay {
         }
         drop(stream);
         Ok(())
+    }
+
+    async fn read_amqp10(
+        &mut self,
+        connection: &crate::config::model::Amqp10Connection,
+        (node, name): (Node, String),
+    ) -> anyhow::Result<()> {
+        let container = format!("{}-dlq-replay", connection.container_id);
+        let link_name = format!("portico-{}-dlq-replay", self.options.bridge);
+        let mut reader = Reader::open(connection, &container, link_name, (node, &name), CREDIT)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        // Kept dead letters stay acquired (unsettled) until the reader closes, so none comes
+        // round twice. The queue is read until it has nothing more, or up to the first dead
+        // letter this replay wrote itself (a re-failure): everything after it is newer still.
+        let result = async {
+            while let Some((info, message)) =
+                reader.next(self.options.idle).await.map_err(anyhow::Error::msg)?
+            {
+                let letter = crate::amqp10::codec::decode(message, &name);
+                if time(&letter).is_some_and(|t| t >= self.started) {
+                    reader.keep(info);
+                    break;
+                }
+                match self.one(letter).await? {
+                    Verdict::Remove => reader.accept(info).await.map_err(anyhow::Error::msg)?,
+                    Verdict::Keep => reader.keep(info),
+                }
+            }
+            Ok(())
+        }
+        .await;
+        reader.close().await;
+        result
     }
 
     /// Looks at one dead letter: skips it, lists it, or re-drives it.

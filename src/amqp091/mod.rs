@@ -40,6 +40,31 @@ pub(crate) async fn connect(url: &SecretUrl, role: &str) -> Result<Connection, S
     }
 }
 
+/// Takes the next message from `queue` with `basic.get`, unacknowledged: the message, its
+/// acker and how many messages the queue held besides it. `None` when the queue is empty.
+/// What is not acknowledged goes back to the queue, in order, when the channel closes.
+pub(crate) async fn get(
+    channel: &lapin::Channel,
+    queue: &str,
+) -> Result<Option<(crate::pipeline::Envelope, lapin::Acker, u32)>, String> {
+    let options = lapin::options::BasicGetOptions { no_ack: false };
+    let got = channel
+        .basic_get(queue.into(), options)
+        .await
+        .map_err(|e| format!("cannot get from queue {queue:?}: {e}"))?;
+    let Some(got) = got else { return Ok(None) };
+    let mut delivery = got.delivery;
+    let facts = codec::DeliveryFacts {
+        exchange: delivery.exchange.as_str(),
+        routing_key: delivery.routing_key.as_str(),
+        queue,
+        redelivered: delivery.redelivered,
+    };
+    let body = std::mem::take(&mut delivery.data);
+    let envelope = codec::decode(body, &delivery.properties, facts);
+    Ok(Some((envelope, delivery.acker, got.message_count)))
+}
+
 /// The user name in an AMQP URL (`guest` when none is given, as the client assumes).
 pub(crate) fn user_of(url: &SecretUrl) -> String {
     url::Url::parse(url.expose())

@@ -14,6 +14,7 @@
 //! (4.x `/queues/NAME`, `/exchanges/NAME/KEY`), and `generic` uses the address as written.
 
 pub mod codec;
+pub mod reader;
 pub mod sink;
 pub mod source;
 pub mod values;

@@ -74,37 +74,52 @@ impl Source for Amqp10Source {
     }
 }
 
+/// Attaches a receiver to `name` with manual credit and no automatic settlement. With
+/// `durable`, the link is a durable subscription that survives a detach.
+pub(crate) async fn attach(
+    link: &mut super::Link,
+    flavor: crate::config::model::Flavor,
+    node: Node,
+    name: &str,
+    link_name: String,
+    durable: bool,
+) -> Result<Receiver, String> {
+    let (address, capability) = super::address(flavor, node, name);
+    let mut terminus = Terminus::builder().address(address.clone());
+    if let Some(capability) = capability {
+        terminus = terminus.capabilities(vec![Symbol::from(capability)]);
+    }
+    // RabbitMQ 3.x declares the queue with the terminus' durability.
+    if super::durable_node(flavor, node) {
+        terminus = terminus.durable(TerminusDurability::Configuration);
+    }
+    // A durable subscription survives the link: the broker keeps what arrives meanwhile.
+    if durable {
+        terminus = terminus
+            .durable(TerminusDurability::UnsettledState)
+            .expiry_policy(TerminusExpiryPolicy::Never);
+    }
+    Receiver::builder()
+        .name(link_name)
+        .source(terminus.build())
+        // Credit is granted by hand, a full window only once the last one is used up.
+        // fe2o3's automatic mode tops credit up while transfers are still in flight, and
+        // RabbitMQ 3.x then sends more than the receiver counts as allowed.
+        .credit_mode(CreditMode::Manual)
+        .auto_accept(false)
+        .attach(&mut link.session)
+        .await
+        .map_err(|e| format!("cannot attach a receiver to {address:?}: {e}"))
+}
+
 impl Amqp10Source {
     async fn attach(&self, link: &mut super::Link) -> Result<Receiver, String> {
-        let (address, capability) = super::address(self.connection.flavor, self.node, &self.name);
-        let mut terminus = Terminus::builder().address(address.clone());
-        if let Some(capability) = capability {
-            terminus = terminus.capabilities(vec![Symbol::from(capability)]);
-        }
-        // A durable subscription survives the link: the broker keeps what arrives meanwhile.
-        if super::durable_node(self.connection.flavor, self.node) {
-            terminus = terminus.durable(TerminusDurability::Configuration);
-        }
-        if self.subscription.is_some() {
-            terminus = terminus
-                .durable(TerminusDurability::UnsettledState)
-                .expiry_policy(TerminusExpiryPolicy::Never);
-        }
         let link_name = match &self.subscription {
             Some(name) => name.clone(),
             None => format!("portico-{}-source", self.bridge),
         };
-        Receiver::builder()
-            .name(link_name)
-            .source(terminus.build())
-            // Credit is granted by hand, a full window only once the last one is used up.
-            // fe2o3's automatic mode tops credit up while transfers are still in flight, and
-            // RabbitMQ 3.x then sends more than the receiver counts as allowed.
-            .credit_mode(CreditMode::Manual)
-            .auto_accept(false)
-            .attach(&mut link.session)
-            .await
-            .map_err(|e| format!("cannot attach a receiver to {address:?}: {e}"))
+        let (flavor, durable) = (self.connection.flavor, self.subscription.is_some());
+        attach(link, flavor, self.node, &self.name, link_name, durable).await
     }
 
     async fn consume(

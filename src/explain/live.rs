@@ -53,7 +53,7 @@ async fn amqp091(
     queue: &str,
     count: usize,
 ) -> Result<Vec<(String, Envelope)>, String> {
-    use lapin::options::{BasicGetOptions, BasicNackOptions};
+    use lapin::options::BasicNackOptions;
 
     let connection = crate::amqp091::connect(url, "explain").await?;
     let channel = connection.create_channel().await.map_err(|e| e.to_string())?;
@@ -61,25 +61,17 @@ async fn amqp091(
     let mut ackers = Vec::new();
     let mut failure = None;
     for n in 1..=count {
-        let got = channel.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await;
-        let mut delivery = match got {
-            Ok(Some(message)) => message.delivery,
+        match crate::amqp091::get(&channel, queue).await {
+            Ok(Some((envelope, acker, _))) => {
+                taken.push((format!("amqp091:queue/{queue} message {n}"), envelope));
+                ackers.push(acker);
+            }
             Ok(None) => break,
             Err(error) => {
-                failure = Some(format!("cannot get from queue {queue:?}: {error}"));
+                failure = Some(error);
                 break;
             }
-        };
-        let body = std::mem::take(&mut delivery.data);
-        let facts = crate::amqp091::codec::DeliveryFacts {
-            exchange: delivery.exchange.as_str(),
-            routing_key: delivery.routing_key.as_str(),
-            queue,
-            redelivered: delivery.redelivered,
-        };
-        let envelope = crate::amqp091::codec::decode(body, &delivery.properties, facts);
-        taken.push((format!("amqp091:queue/{queue} message {n}"), envelope));
-        ackers.push(delivery.acker);
+        }
     }
     // Give every message back before closing: closing would requeue them too, but an
     // explicit nack says so on the wire.
@@ -105,15 +97,7 @@ fn kafka(
     use rdkafka::message::Message;
     use rdkafka::{Offset, TopicPartitionList};
 
-    let config = crate::kafka::client_config(
-        connection,
-        &[
-            ("group.id", group),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", start),
-        ],
-    );
+    let config = crate::kafka::reader_config(connection, group, start);
     let consumer: BaseConsumer =
         config.create().map_err(|e| format!("invalid Kafka consumer settings: {e}"))?;
     let timeout = Duration::from_secs(10);
@@ -168,54 +152,26 @@ async fn amqp10(
     node: crate::pipeline::Node,
     count: usize,
 ) -> Result<Vec<(String, Envelope)>, String> {
-    use fe2o3_amqp::Receiver;
-    use fe2o3_amqp::link::receiver::CreditMode;
-    use fe2o3_amqp::types::messaging::{Body, Source as Terminus, TerminusDurability};
-    use fe2o3_amqp::types::primitives::{Symbol, Value as AmqpValueT};
-
-    let (address, capability) = crate::amqp10::address(connection.flavor, node, name);
     let container = format!("{}-explain", connection.container_id);
-    let mut link = crate::amqp10::open(connection, &container).await?;
-    let mut terminus = Terminus::builder().address(address.clone());
-    if let Some(capability) = capability {
-        terminus = terminus.capabilities(vec![Symbol::from(capability)]);
-    }
-    if crate::amqp10::durable_node(connection.flavor, node) {
-        terminus = terminus.durable(TerminusDurability::Configuration);
-    }
-    let attached = Receiver::builder()
-        .name(format!("portico-{bridge}-explain"))
-        .source(terminus.build())
-        .credit_mode(CreditMode::Manual)
-        .auto_accept(false)
-        .attach(&mut link.session)
-        .await;
-    let mut receiver = match attached {
-        Ok(receiver) => receiver,
-        Err(error) => {
-            link.close().await;
-            return Err(format!("cannot attach a receiver to {address:?}: {error}"));
-        }
-    };
+    let link_name = format!("portico-{bridge}-explain");
     let credit = u32::try_from(count).unwrap_or(u32::MAX);
+    let mut reader = crate::amqp10::reader::Reader::open(
+        connection,
+        &container,
+        link_name,
+        (node, name),
+        credit,
+    )
+    .await?;
     let mut taken = Vec::new();
-    let mut infos = Vec::new();
-    if receiver.set_credit(credit).await.is_ok() {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while taken.len() < count {
-            let received =
-                tokio::time::timeout_at(deadline, receiver.recv::<Body<AmqpValueT>>()).await;
-            let Ok(Ok(delivery)) = received else { break };
-            let (info, message) = delivery.into_parts();
-            let envelope = crate::amqp10::codec::decode(message, &address);
-            taken.push((format!("amqp10:{address} message {}", taken.len() + 1), envelope));
-            infos.push(info);
-        }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while taken.len() < count {
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Ok(Some((info, message))) = reader.next(wait).await else { break };
+        let envelope = crate::amqp10::codec::decode(message, &reader.address);
+        taken.push((format!("amqp10:{} message {}", reader.address, taken.len() + 1), envelope));
+        reader.keep(info);
     }
-    for info in infos {
-        let _ = receiver.release(info).await;
-    }
-    let _ = receiver.close().await;
-    link.close().await;
+    reader.close().await;
     Ok(taken)
 }

@@ -61,6 +61,24 @@ impl ClientContext for Logging {
     }
 }
 
+/// A consumer for `group` that commits nothing by itself: what is done is committed by hand.
+/// `start` (earliest, latest) applies where the group has no committed offset.
+pub(crate) fn reader_config(
+    connection: &KafkaConnection,
+    group: &str,
+    start: &str,
+) -> ClientConfig {
+    client_config(
+        connection,
+        &[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", start),
+        ],
+    )
+}
+
 /// The settings of one Kafka client: `defaults` first, then the connection's own `options`,
 /// which therefore win.
 pub(crate) fn client_config(

@@ -1,4 +1,5 @@
-"""`portico dlq replay` against real dead-letter destinations (a RabbitMQ queue, a Kafka topic):
+"""`portico dlq replay` against real dead-letter destinations (a RabbitMQ queue read over AMQP
+0-9-1 and over AMQP 1.0, a Kafka topic):
 filters, --dry-run, removal only after the re-drive was confirmed, and a re-failure dead-lettered
 again with its attempts counted on."""
 
@@ -12,11 +13,14 @@ from conftest import BIN, KAFKA_BROKERS, RABBIT_URL, consume, create_topic, prod
 from wire091 import plain, typed_get
 
 
+R10 = {"protocol": "amqp10", "url": "amqp://guest:guest@127.0.0.1:5672", "flavor": "rabbitmq"}
+
+
 def config(bridges, declare=None):
     rabbit = {"protocol": "amqp091", "url": RABBIT_URL}
     if declare:
         rabbit["declare"] = declare
-    connections = {"rabbit": rabbit, "kafka": {"protocol": "kafka", "brokers": KAFKA_BROKERS}}
+    connections = {"rabbit": rabbit, "kafka": {"protocol": "kafka", "brokers": KAFKA_BROKERS}, "r10": R10}
     return f"connections: {json.dumps(connections)}\nbridges: {json.dumps(bridges)}\n"
 
 
@@ -101,6 +105,72 @@ def test_replay_from_a_rabbitmq_dead_letter_queue(portico, rabbit, tmp_path):
         assert not [h for h in props.headers if h.startswith("portico.dlq.")]
         assert props.headers["portico.attempts"] == 2, "the count goes on"
     assert rabbit.depth(dlq) == 0
+
+
+def test_replay_from_an_amqp10_dead_letter_address(portico, rabbit, tmp_path):
+    """The dead letters sit in a RabbitMQ queue written and read over AMQP 1.0 (/queue/NAME).
+    One of another bridge shares the queue: it is never selected and stays."""
+    src, other_src, dlq, target = (rabbit.queue(unique(n)) for n in ("rp10-src", "rp10-o", "rp10-dlq", "rp10-dst"))
+    exchange, name, other = unique("rp10-ex"), unique("rp10"), unique("rp10-other")
+    declare = {"exchanges": [{"name": exchange, "type": "direct", "durable": False}]}
+    dead_letter = {"connection": "r10", "queue": dlq}
+    text = config([unroutable_bridge(name, {"connection": "rabbit", "queue": src}, exchange, dead_letter),
+                   unroutable_bridge(other, {"connection": "rabbit", "queue": other_src}, exchange, dead_letter)],
+                  declare)
+    p = portico(text)
+    rabbit.publish(other_src, b"not-mine", message_id="o-1")
+    wait_until(lambda: rabbit.depth(dlq) == 1, 30, "the other bridge's dead letter")
+    for n in range(4):
+        rabbit.publish(src, f"order-{n}".encode(), message_id=f"m-{n}", headers={"n": n})
+    wait_until(lambda: rabbit.depth(dlq) == 5, 30, "5 dead letters (unroutable)")
+    assert p.stop() == 0
+    path = p.config
+
+    # --dry-run lists them and changes nothing; a filter that matches nothing replays nothing.
+    out = replay(path, "--bridge", name, "--dry-run", "--idle", "1s")
+    assert out.returncode == 0
+    assert out.stdout.count("reason=unroutable") == 4 and "message_id=m-3" in out.stdout
+    assert out.stdout.count("attempts=1") == 4 and "o-1" not in out.stdout
+    assert "5 read, 4 matched, 0 replayed" in out.stdout
+    wait_until(lambda: rabbit.depth(dlq) == 5, 10, "the dead letters still there after --dry-run")
+    out = replay(path, "--bridge", name, "--reason", "too large", "--idle", "1s")
+    assert "5 read, 0 matched, 0 replayed" in out.stdout
+    out = replay(path, "--bridge", name, "--until", "1h", "--idle", "1s")
+    assert "0 matched" in out.stdout, "all were written less than an hour ago"
+    wait_until(lambda: rabbit.depth(dlq) == 5, 10, "the dead letters still there")
+
+    # Still unroutable: each fails again and is dead-lettered again, attempts counted on; the
+    # replay stops at its own new dead letters instead of taking them again.
+    out = replay(path, "--bridge", name, "--since", "1h", "--idle", "1s")
+    assert out.returncode == 0
+    assert "5 read, 4 matched, 0 replayed, 4 dead-lettered again, 0 failed" in out.stdout
+    wait_until(lambda: rabbit.depth(dlq) == 5, 10, "4 new dead letters and the other one")
+    out = replay(path, "--bridge", name, "--dry-run", "--idle", "1s")
+    assert out.stdout.count("attempts=2") == 4 and "attempts=1" not in out.stdout
+
+    # Fixed: bound now. Every message arrives once, without the envelope, with its own fields;
+    # each left the dead-letter queue only because its re-drive was confirmed.
+    bind(exchange, target, "orders")
+    out = replay(path, "--bridge", name, "--idle", "1s")
+    assert out.returncode == 0
+    assert "5 read, 4 matched, 4 replayed, 0 dead-lettered again, 0 failed" in out.stdout
+    got = rabbit.get(target, 4)
+    assert sorted(props.message_id for _, props, _ in got) == [f"m-{n}" for n in range(4)]
+    for _, props, body in got:
+        n = int(props.message_id[2:])
+        assert body == f"order-{n}".encode()
+        assert props.headers["n"] == n
+        assert not [h for h in props.headers if h.startswith("portico.dlq.")]
+        assert props.headers["portico.attempts"] == 2, "the count goes on"
+    # Only the other bridge's dead letter is left, untouched.
+    wait_until(lambda: rabbit.depth(dlq) == 1, 10, "the other bridge's dead letter left")
+    out = replay(path, "--bridge", other, "--dry-run", "--idle", "1s")
+    assert "1 read, 1 matched, 0 replayed" in out.stdout
+    assert f"{other}\tamqp091:queue/{other_src}\treason=unroutable\tattempts=1\t" in out.stdout
+    assert out.stdout.rstrip().splitlines()[0].endswith("message_id=o-1")
+    [(_, props, body)] = rabbit.get(dlq, 1)
+    assert (body, props.message_id) == (b"not-mine", "o-1")
+    assert rabbit.depth(target) == 0, "nothing more arrived"
 
 
 def test_replay_from_a_kafka_dead_letter_topic(portico, rabbit, tmp_path):
