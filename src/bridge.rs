@@ -220,7 +220,12 @@ impl Bridge {
                  deadline; they will be delivered again");
         }
         drained.cancel();
-        let _ = source.await;
+        // A source that cannot go on (refused credentials) has ended intake already.
+        if let Ok(Err(error)) = source.await {
+            if let Ok(mut fatal) = shared.fatal.lock() {
+                fatal.get_or_insert((format!("{} source", self.name), error));
+            }
+        }
         shared.sink.flush(deadline).await;
         if let Some(dl) = &shared.dead_letter {
             dl.sink.flush(deadline).await;
@@ -530,6 +535,8 @@ mod tests {
     struct FakeSource {
         messages: Vec<Envelope>,
         log: Log,
+        /// Ends with this error after handing over the messages, as a refused source does.
+        refused: Option<String>,
     }
 
     struct FakeSettle {
@@ -561,7 +568,7 @@ mod tests {
             tx: mpsc::Sender<Received>,
             shutdown: CancellationToken,
             drained: CancellationToken,
-        ) {
+        ) -> Result<(), String> {
             for envelope in self.messages {
                 let id =
                     envelope.header("id").and_then(|v| v.to_template_text()).unwrap_or_default();
@@ -572,8 +579,12 @@ mod tests {
                 }
             }
             drop(tx);
+            if let Some(error) = self.refused {
+                return Err(error);
+            }
             shutdown.cancelled().await;
             drained.cancelled().await;
+            Ok(())
         }
     }
 
@@ -645,7 +656,7 @@ mod tests {
         let metrics = Metrics::new().expect("metrics").bridge("b");
         let bridge = Bridge {
             name: "b".into(),
-            source: Box::new(FakeSource { messages, log: log.clone() }),
+            source: Box::new(FakeSource { messages, log: log.clone(), refused: None }),
             sink: sink(script.into()),
             route,
             rules: Rules::default(),
@@ -813,6 +824,23 @@ mod tests {
         let (ready, report) = health.report();
         assert!(!ready);
         assert!(report.contains("b sink: stopped: exchange \"ex\" does not exist"), "{report}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_source_stops_the_bridge_by_itself() {
+        let (mut bridge, log) = bridge(vec![message("1", Some("a"))], vec![], true);
+        let refused = "the broker refused access: ACCESS_REFUSED; check the user".to_owned();
+        bridge.source =
+            Box::new(FakeSource { messages: vec![], log: log.clone(), refused: Some(refused) });
+        let health = bridge.health.clone();
+        // No shutdown: the bridge ends on its own.
+        let run = bridge.run(CancellationToken::new(), Duration::from_secs(5));
+        let result = tokio::time::timeout(Duration::from_secs(60), run).await.expect("it ends");
+        let error = result.expect_err("the bridge stops");
+        assert!(error.contains("ACCESS_REFUSED"), "{error}");
+        let (ready, report) = health.report();
+        assert!(!ready);
+        assert!(report.contains("b source: stopped: the broker refused access"), "{report}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -39,12 +39,16 @@ pub trait Settle: Send {
 pub trait Source: Send {
     /// `drained` fires once the bridge settled (or gave up on) every message it took, so a
     /// source can keep what settling needs (a channel, a consumer) open until then.
+    ///
+    /// `Err` when the source cannot go on until someone changes the configuration (the
+    /// broker refuses its credentials): the text says what failed and what to fix, and the
+    /// bridge stops.
     async fn run(
         self: Box<Self>,
         tx: mpsc::Sender<Received>,
         shutdown: CancellationToken,
         drained: CancellationToken,
-    );
+    ) -> Result<(), String>;
 }
 
 /// A confirmation still on its way from the broker.

@@ -40,6 +40,12 @@ pub(crate) async fn connect(url: &SecretUrl, role: &str) -> Result<Connection, S
     }
 }
 
+/// Whether the broker refused the user: its credentials, or a permission it asked for.
+/// Retrying changes nothing until someone fixes the user or the configuration.
+pub(crate) fn access_refused(error: &str) -> bool {
+    error.contains("ACCESS_REFUSED") || error.contains("authentication mechanism")
+}
+
 /// Takes the next message from `queue` with `basic.get`, unacknowledged: the message, its
 /// acker and how many messages the queue held besides it. `None` when the queue is empty.
 /// What is not acknowledged goes back to the queue, in order, when the channel closes.

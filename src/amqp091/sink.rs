@@ -229,7 +229,7 @@ fn missing_exchange(exchange: &str) -> DeliveryError {
 /// and a missing exchange will not change by retrying; anything else may.
 fn classify(error: &str) -> DeliveryError {
     let error = redact(error);
-    if error.contains("ACCESS_REFUSED") || error.contains("authentication mechanism") {
+    if super::access_refused(&error) {
         DeliveryError::Denied(format!(
             "the broker refused access: {error}; check the user and its permissions \
              (configure, write) on this vhost and exchange"

@@ -82,7 +82,7 @@ impl Source for Amqp091Source {
         tx: mpsc::Sender<Received>,
         shutdown: CancellationToken,
         drained: CancellationToken,
-    ) {
+    ) -> Result<(), String> {
         let part = format!("{} source", self.bridge);
         let mut backoff = Backoff::reconnect();
         loop {
@@ -96,14 +96,21 @@ impl Source for Amqp091Source {
                     settler.finish().await;
                     drop(consumer);
                     let _ = connection.close(200, "portico shutting down".into()).await;
-                    return;
+                    return Ok(());
+                }
+                End::Lost(error) if super::access_refused(&error) => {
+                    return Err(format!(
+                        "the broker refused access: {error}; check the user, its password and \
+                         its permissions (read) on this vhost and queue {:?}",
+                        self.queue
+                    ));
                 }
                 End::Lost(error) => {
                     let node = &self.queue;
                     if !pause_after_loss(&self.health, &part, node, &error, &mut backoff, &shutdown)
                         .await
                     {
-                        return;
+                        return Ok(());
                     }
                 }
             }

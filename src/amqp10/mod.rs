@@ -56,6 +56,15 @@ fn percent(name: &str) -> String {
     url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>().replace('+', "%20")
 }
 
+/// Whether the peer refused the user: a SASL outcome, or `amqp:unauthorized-access` on an
+/// attach or a transfer. Retrying changes nothing until someone fixes the user.
+pub(crate) fn access_refused(error: &str) -> bool {
+    let lower = error.to_ascii_lowercase();
+    ["unauthorizedaccess", "unauthorized-access", "sasl", "authentication"]
+        .iter()
+        .any(|w| lower.contains(w))
+}
+
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// An open connection and one session on it.

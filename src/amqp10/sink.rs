@@ -202,7 +202,7 @@ impl Sink for Amqp10Sink {
 fn classify(error: &str) -> DeliveryError {
     let lower = error.to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
-    if has(&["unauthorizedaccess", "unauthorized-access", "sasl", "authentication"]) {
+    if super::access_refused(error) {
         DeliveryError::Denied(format!(
             "the broker refused access: {error}; check the user, password and its permissions \
              on the address"

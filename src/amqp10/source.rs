@@ -54,19 +54,26 @@ impl Source for Amqp10Source {
         tx: mpsc::Sender<Received>,
         shutdown: CancellationToken,
         drained: CancellationToken,
-    ) {
+    ) -> Result<(), String> {
         let part = format!("{} source", self.bridge);
         let mut backoff = Backoff::reconnect();
         let mut tx = Some(tx);
         loop {
             match self.consume(&mut tx, &shutdown, &drained, &part, &mut backoff).await {
-                End::Shutdown => return,
+                End::Shutdown => return Ok(()),
+                End::Lost(error) if super::access_refused(&error) => {
+                    return Err(format!(
+                        "the broker refused access: {error}; check the user, its password and \
+                         its permissions on the address {:?}",
+                        self.name
+                    ));
+                }
                 End::Lost(error) => {
                     let node = &self.name;
                     if !pause_after_loss(&self.health, &part, node, &error, &mut backoff, &shutdown)
                         .await
                     {
-                        return;
+                        return Ok(());
                     }
                 }
             }

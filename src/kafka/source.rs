@@ -102,16 +102,12 @@ impl Source for KafkaSource {
         tx: mpsc::Sender<Received>,
         shutdown: CancellationToken,
         drained: CancellationToken,
-    ) {
+    ) -> Result<(), String> {
         let part = format!("{} source", self.bridge);
         let watermarks = Arc::new(Watermarks::default());
         let consumer = match self.subscribe(watermarks.clone()) {
             Ok(c) => Arc::new(c),
-            Err(error) => {
-                tracing::error!(bridge = %self.bridge, %error, "Cannot create the Kafka consumer");
-                self.health.stopped(&part, error);
-                return;
-            }
+            Err(error) => return Err(format!("cannot create the Kafka consumer: {error}")),
         };
         self.health.ready(&part);
         tracing::info!(bridge = %self.bridge, topics = ?self.topics, group = %self.group,
@@ -189,6 +185,7 @@ impl Source for KafkaSource {
             Err(error) => tracing::warn!(bridge = %self.bridge, %error,
                 "Final Kafka offset commit did not run"),
         }
+        Ok(())
     }
 }
 

@@ -93,6 +93,54 @@ def test_refused_credentials_stop_that_bridge_only(portico, rabbit):
     assert "not-the-password" not in p.log(), "no secrets in the log"
 
 
+R10_WRONG = {"protocol": "amqp10", "url": "amqp://guest:not-the-password@127.0.0.1:5672", "flavor": "rabbitmq"}
+
+
+def source_refused(portico, rabbit, broken_source, connections):
+    """Runs a bridge whose source's credentials the broker refuses beside a healthy one:
+    the broken bridge stops (it does not keep reconnecting), /readyz names it and says what
+    to fix, the other one runs on. Returns (portico, the /readyz line)."""
+    good_src, good_dst, never = (rabbit.queue(unique(n)) for n in ("ok-src", "ok-dst", "never"))
+    broken, good = unique("broken"), unique("good")
+    bridges = [
+        {"name": broken, "source": broken_source,
+         "sink": {"connection": "rabbit", "exchange": "", "routing_key": never}, "retry": RETRY},
+        {"name": good, "source": {"connection": "rabbit", "queue": good_src},
+         "sink": {"connection": "rabbit", "exchange": "", "routing_key": good_dst}},
+    ]
+    text = config(bridges).replace("connections: {", "connections: {" + connections + ", ", 1)
+    p = portico(text, ready=False)
+    line = wait_stopped(p, f"{broken} source")
+    publish(good_src, 3)
+    wait_until(lambda: rabbit.depth(good_dst) == 3, 30, "the healthy bridge delivering")
+    assert p.proc.poll() is None
+    wait_until(lambda: "Bridge stopped" in p.log(), 10, "the 'Bridge stopped' log line")
+    # Stopped for good: it logged the refusal once, and did not try again.
+    assert "reconnecting" not in p.http("/readyz")[1]
+    assert p.log().count("Lost the source's broker") == 0
+    assert rabbit.depth(never) == 0
+    assert p.stop() == 0
+    assert "not-the-password" not in p.log(), "no secrets in the log"
+    return p, line
+
+
+def test_refused_credentials_on_a_091_source_stop_that_bridge_only(portico, rabbit):
+    wrong = RABBIT_URL.replace("guest:guest@", "guest:not-the-password@")
+    source = {"connection": "wrong", "queue": rabbit.queue(unique("src"))}
+    wrong_conn = json.dumps({"protocol": "amqp091", "url": wrong})
+    p, line = source_refused(portico, rabbit, source, f'"wrong": {wrong_conn}')
+    print(line)
+    assert "refused access" in line and "ACCESS_REFUSED" in line
+    assert "check the user" in line
+
+
+def test_refused_credentials_on_an_amqp10_source_stop_that_bridge_only(portico, rabbit):
+    source = {"connection": "wrong", "queue": rabbit.queue(unique("src"))}
+    p, line = source_refused(portico, rabbit, source, f'"wrong": {json.dumps(R10_WRONG)}')
+    print(line)
+    assert "refused access" in line and "check the user" in line
+
+
 def test_a_missing_kafka_topic_stops_that_bridge_only(portico, rabbit):
     """Not declared, not auto-created: a configuration fault, not an outage (the broker
     answers), and not the message's fault (the topic is the same for every message)."""
