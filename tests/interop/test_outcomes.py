@@ -3,13 +3,18 @@ while the others run on; a message that keeps coming back is counted by the gate
 header and dead-lettered with reason `max-retries` (case 3)."""
 
 import json
+import shutil
+import subprocess
+import uuid
 
 import pika
+import pytest
 
 from conftest import KAFKA_BROKERS, RABBIT_URL, create_topic, unique, wait_until
 from wire091 import typed_get
 
 RETRY = {"initial_backoff": "20ms", "max_backoff": "200ms", "multiplier": 2.0}
+RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 
 
 def config(bridges, rabbit_url=RABBIT_URL):
@@ -139,6 +144,45 @@ def test_refused_credentials_on_an_amqp10_source_stop_that_bridge_only(portico, 
     p, line = source_refused(portico, rabbit, source, f'"wrong": {json.dumps(R10_WRONG)}')
     print(line)
     assert "refused access" in line and "check the user" in line
+
+
+def rabbitmqctl(*args):
+    subprocess.run([RABBITMQCTL, "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def read_only_user():
+    """A RabbitMQ user of this test's own on the shared broker: it may configure and read
+    everything and write nothing. Deleted afterwards. Returns (name, password)."""
+    name, password = unique("portico-ro"), uuid.uuid4().hex
+    rabbitmqctl("add_user", name, password)
+    try:
+        rabbitmqctl("set_permissions", "-p", "/", name, ".*", "^$", ".*")
+        yield name, password
+    finally:
+        rabbitmqctl("delete_user", name)
+
+
+def test_refused_write_access_stops_that_bridge_only(portico, rabbit, read_only_user):
+    """The user may connect (configure and read allowed), but may not write to the target
+    exchange: fatal, not a per-message dead letter, and nothing is lost: every message is
+    back in the source."""
+    user, password = read_only_user
+    exchange = unique("no-write")
+    rabbit.ch.exchange_declare(exchange, "fanout", durable=False, auto_delete=False)
+    try:
+        url = RABBIT_URL.replace("guest:guest@", f"{user}:{password}@")
+        assert url != RABBIT_URL
+        sink = {"connection": "target", "exchange": exchange, "routing_key": "k"}
+        p, line = fatal_and_healthy(portico, rabbit, sink, rabbit_url=url)
+    finally:
+        rabbit.ch.exchange_delete(exchange)
+    print(line)
+    assert "refused access" in line and "ACCESS_REFUSED" in line
+    assert f"access to exchange '{exchange}' in vhost '/' refused for user '{user}'" in line
+    assert "check the user and its permissions" in line
+    assert "(access refused)" in line, "the outcome class's reason"
+    assert password not in p.log(), "no secrets in the log"
 
 
 def test_a_missing_kafka_topic_stops_that_bridge_only(portico, rabbit):
