@@ -9,7 +9,7 @@ import json
 import os
 
 from conftest import KAFKA_BROKERS, RABBIT_URL, create_topic, produce, unique, wait_until
-from test_faults import SCALE, delete_queues, drain, fault_row, metric  # noqa: F401 (autouse fixture)
+from faults import SCALE, delete_queues, drain, fault_row, metric  # noqa: F401 (autouse fixture)
 
 MIB = 1024 * 1024
 

@@ -17,7 +17,7 @@ import pika
 import pytest
 
 from conftest import RABBIT_URL, create_topic, produce, unique, wait_until
-from test_faults import (  # noqa: F401 (fixtures: delete_queues is autouse)
+from faults import (  # noqa: F401 (fixtures: delete_queues is autouse)
     SCALE,
     amqp_ids,
     body_of,
