@@ -21,6 +21,11 @@ within one repetition, so that noise from other work on the machine cancels out.
 
     scripts/bench [--count N] [--size BYTES] [--rate MSG_PER_S] [--repeat K]
                   [--direction DIRECTION ...] [--no-memory]
+    scripts/bench --soak SECONDS [--size BYTES]
+
+`--soak` runs only a 0-9-1 -> 0-9-1 bridge for SECONDS at full rate, its source fed by a
+publisher as fast as the broker takes it, and prints portico's RSS every tenth of the run:
+RSS that keeps rising after the first samples is a leak.
 
 Directions: amqp091-amqp091, amqp091-kafka, kafka-amqp091, amqp10-amqp091, amqp10-kafka.
 """
@@ -32,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -328,6 +334,65 @@ def memory(rabbit, topics):
     return {"idle_rss": idle_rss, "inflight_peak_rss": peak}
 
 
+class Feeder(threading.Thread):
+    """Keeps `queue` supplied in chunks of `chunk` messages, never more than two chunks deep,
+    so that the broker's backlog (and memory) stays bounded whatever portico's rate."""
+
+    def __init__(self, queue, size, chunk=20000):
+        super().__init__(daemon=True)
+        self.queue, self.size, self.chunk = queue, size, chunk
+        self.stopping = threading.Event()
+        self.proc = None
+
+    def run(self):
+        rabbit = Rabbit()
+        try:
+            while not self.stopping.is_set():
+                if rabbit.count(self.queue) > self.chunk:
+                    self.stopping.wait(0.2)
+                    continue
+                self.proc = subprocess.Popen([CLIENT, "produce", "amqp", self.queue, str(self.chunk),
+                                              str(self.size)], stdout=subprocess.DEVNULL)
+                self.proc.wait()
+        finally:
+            rabbit.conn.close()
+
+    def stop(self):
+        self.stopping.set()
+        if self.proc:
+            self.proc.kill()
+        self.join(30)
+
+
+def soak(seconds, size, rabbit):
+    """RSS of a 0-9-1 -> 0-9-1 bridge moving messages at full rate for `seconds`."""
+    src, dst = unique("soak-src"), unique("soak-dst")
+    rabbit.declare(src)
+    rabbit.declare(dst)
+    portico = Portico([("soak", endpoint("amqp091", src, "source"), endpoint("amqp091", dst, "sink"), [])])
+    portico.wait_ready()
+    feeder = Feeder(src, size)
+    feeder.start()
+    samples, started = [], time.monotonic()
+    try:
+        for tick in range(1, 11):
+            while time.monotonic() - started < seconds * tick / 10:
+                portico.check_alive()
+                time.sleep(0.5)
+            peak, rss, cpu = portico.stats()
+            delivered = portico.delivered()
+            # The target is emptied as it fills, so the broker's memory stays flat too.
+            rabbit.ch.queue_purge(dst)
+            samples.append((time.monotonic() - started, rss, peak, delivered, cpu))
+            print(f"soak {samples[-1][0]:5.0f} s: RSS {rss:6.1f} MiB, peak {peak:6.1f} MiB, "
+                  f"{delivered:9.0f} delivered, {delivered / samples[-1][0]:6.0f} msg/s, "
+                  f"CPU {cpu:6.1f} s", file=sys.stderr, flush=True)
+    finally:
+        feeder.stop()
+        portico.stop()
+    return samples
+
+
 def median(values):
     values = [v for v in values if v == v]  # drop NaN
     return statistics.median(values) if values else float("nan")
@@ -342,8 +407,19 @@ def main():
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--direction", action="append", choices=DIRECTIONS)
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--soak", type=float, metavar="SECONDS", help="RSS over a long run only")
     args = parser.parse_args()
     directions = args.direction or DIRECTIONS
+    if args.soak:
+        rabbit = Rabbit()
+        try:
+            samples = soak(args.soak, args.size, rabbit)
+        finally:
+            rabbit.cleanup()
+        settled = [rss for _, rss, _, _, _ in samples[2:]]
+        print(f"\nsoak {args.soak:.0f} s: {samples[-1][3]:.0f} delivered; RSS after the first fifth "
+              f"{min(settled):.1f}-{max(settled):.1f} MiB, at the end {samples[-1][1]:.1f} MiB")
+        return
 
     rows = {d: [] for d in directions}
     mem = []
