@@ -3,19 +3,23 @@ refuses one message (an AMQP 1.0 `rejected`, a message above the peer's max-mess
 an unroutable 0-9-1 publish, a template value the message lacks) while the messages around
 it go through.
 
-Every case sends three numbered messages, the middle one failing, and reconciles: two
+Every refusal case sends three numbered messages, the middle one failing, and reconciles: two
 delivered, one dead-lettered with the whole envelope (reason, class, stage, bridge, source
 coordinates, attempts, failure times), none lost, and nothing left in the source (acked,
 accepted, or its offset committed). The dead letters go to a RabbitMQ queue read over 0-9-1.
 
+A 0-9-1 target queue at x-max-length with reject-publish (scenario 4) is retried, not
+dead-lettered, from Kafka and AMQP 1.0 sources too: the messages wait in the source until
+there is room, and all arrive once.
+
 Already covered elsewhere: 1.0 → 1.0 `rejected` and oversize (test_amqp10.py), Kafka → 0-9-1
 unroutable and 0-9-1 → Kafka, Kafka → 0-9-1 missing template (test_dead_letter.py), 0-9-1 →
-Kafka oversize (test_faults_input.py). An oversize 0-9-1 publish needs a message above the
+Kafka oversize (test_faults_input.py), 0-9-1 → 0-9-1 full queue (test_faults.py), a missing
+Kafka topic (test_outcomes.py). An oversize 0-9-1 publish needs a message above the
 broker's max_message_size (128 MiB on RabbitMQ 3.x): not sent here."""
 
 import json
 
-import pika
 import pytest
 
 from proton import Message
@@ -78,9 +82,13 @@ class Source:
 
     def settled(self):
         """Nothing of the three is left for the bridge to read again."""
+        return self.settled_all(3)()
+
+    def settled_all(self, count):
+        """A check: nothing of `count` messages is left for the bridge to read again."""
         if self.kind == "kafka":
-            return committed_offset(self.group, self.topic) == 3
-        return self.rabbit.depth(self.queue) == 0
+            return lambda: committed_offset(self.group, self.topic) == count
+        return lambda: self.rabbit.depth(self.queue) == 0
 
 
 def run_case(portico, rabbit, source, sink, messages, connections=None):
@@ -213,3 +221,50 @@ def test_missing_template_value_from_an_amqp10_source(portico, rabbit):
     assert (h["portico.dlq.reason"], h["portico.dlq.stage"]) == ("template value missing", "translate")
     assert props.message_id == "m-1"
     assert sorted(body for _, _, body in rabbit.get(target, 2)) == [b"m-0", b"m-2"]
+
+
+# ----------------------------------------------------------------------------- 0-9-1 queue full
+
+
+@pytest.mark.parametrize("kind", ["kafka", "amqp10"])
+def test_a_full_target_queue_keeps_the_rest_in_the_source(portico, rabbit, kind):
+    """Scenario 4 from Kafka and AMQP 1.0 sources (0-9-1 → 0-9-1 is in test_faults.py): the
+    target refuses what exceeds x-max-length (reject-publish); the refused messages are
+    retried, never dead-lettered, stay in the source, and all arrive once there is room."""
+    total, room = 20, 5
+    source = Source(kind, rabbit)
+    target = rabbit.queue(unique("ref-full"), {"x-max-length": room, "x-overflow": "reject-publish"})
+    dlq = rabbit.queue(unique("ref-dlq"))
+    name = unique("ref-full")
+    conns = {"rabbit": {"protocol": "amqp091", "url": RABBIT_URL},
+             "kafka": {"protocol": "kafka", "brokers": KAFKA_BROKERS}, "r10": R10}
+    retry = {k: v for k, v in RETRY.items() if k != "max_attempts"}
+    bridge = {"name": name, "source": source.config, "retry": retry,
+              "sink": {"connection": "rabbit", "exchange": "", "routing_key": target},
+              "dead_letter": {"connection": "rabbit", "exchange": "", "routing_key": dlq}}
+    p = portico(f"connections: {json.dumps(conns)}\nbridges: {json.dumps([bridge])}\n")
+    source.send([(f"m-{n}".encode(), {}) for n in range(total)])
+
+    wait_until(lambda: rabbit.depth(target) == room, 30, f"{room} on the full target")
+    wait_until(lambda: p.metrics().get("portico_delivery_retries_total", 0) > 0, 30, "retries")
+    m = p.metrics()
+    assert m.get("portico_messages_delivered_total", 0) == room
+    assert m.get("portico_messages_dead_lettered_total", 0) == 0
+    assert m.get("portico_messages_rejected_total", 0) == 0
+
+    got = []
+
+    def all_arrived():
+        method, _, body = rabbit.ch.basic_get(target, auto_ack=True)
+        if method:
+            got.append(body)
+        return len(set(got)) == total
+
+    wait_until(all_arrived, 60, f"all {total} on {target} as room frees up")
+    assert sorted(set(got)) == sorted(f"m-{n}".encode() for n in range(total))
+    assert len(got) == total, f"duplicates: {len(got) - total}"
+    wait_until(lambda: p.metrics().get("portico_messages_in_flight", 1) == 0, 30, "nothing in flight")
+    assert p.metrics().get("portico_messages_delivered_total", 0) == total
+    assert rabbit.depth(dlq) == 0
+    assert p.stop() == 0
+    wait_until(source.settled_all(total), 15, "the source settled")
