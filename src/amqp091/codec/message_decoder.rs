@@ -15,8 +15,36 @@ use crate::pipeline::{Envelope, MessageId, Origin, Properties, Value, carry, val
 
 /// Decodes one delivery. Never fails: every 0-9-1 value has a place in the envelope.
 pub fn decode(body: Vec<u8>, props: &BasicProperties, facts: DeliveryFacts<'_>) -> Envelope {
+    let properties = decode_properties(props);
+    // Receives the properties that `amqp.*` headers carry, and the body's kind.
+    let mut carried = Envelope::default();
+    let mut headers = match props.headers() {
+        Some(table) => decode_headers(table, &mut carried),
+        None => Vec::new(),
+    };
+    // An expiration RabbitMQ would refuse cannot come from it; keep any such text as a header.
+    if let (Some(raw), None) = (props.expiration(), properties.ttl_ms) {
+        headers.push(("amqp.expiration".to_owned(), Value::String(raw.as_str().to_owned())));
+    }
+    Envelope {
+        body: Bytes::from(body),
+        body_is_null: false,
+        body_kind: carried.body_kind,
+        properties: merge(properties, carried.properties),
+        headers,
+        origin: Origin {
+            exchange: Some(facts.exchange.to_owned()),
+            routing_key: Some(facts.routing_key.to_owned()),
+            queue: Some(facts.queue.to_owned()),
+            redelivered: facts.redelivered,
+            ..Origin::default()
+        },
+    }
+}
+
+fn decode_properties(props: &BasicProperties) -> Properties {
     let text = |s: &Option<ShortString>| s.as_ref().map(|s| s.as_str().to_owned());
-    let properties = Properties {
+    Properties {
         message_id: text(props.message_id()).map(MessageId::String),
         correlation_id: text(props.correlation_id()).map(MessageId::String),
         content_type: text(props.content_type()),
@@ -31,52 +59,42 @@ pub fn decode(body: Vec<u8>, props: &BasicProperties, facts: DeliveryFacts<'_>) 
         app_id: text(props.app_id()),
         cluster_id: text(props.cluster_id()),
         ..Properties::default()
-    };
+    }
+}
+
+/// The header table as headers, their recorded types restored; `amqp.*` headers that
+/// carry a property go into `carried` instead.
+fn decode_headers(table: &FieldTable, carried: &mut Envelope) -> Vec<(String, Value)> {
     let mut headers = Vec::new();
-    let mut envelope = Envelope::default();
-    if let Some(table) = props.headers() {
-        let types = recorded_types(table);
-        for (name, value) in table.inner() {
-            let name = name.as_str();
-            if name == carry::TYPES {
-                continue;
-            }
-            let value = from_amqp(value);
-            let Some(shape) = types.get(name) else {
-                // Properties that an earlier hop could not fit into 0-9-1 come back here.
-                if !(name.starts_with("amqp.") && carry::absorb(&mut envelope, name, &value)) {
-                    headers.push((name.to_owned(), value));
-                }
-                continue;
-            };
-            // A value whose recorded type does not fit is kept as it arrived.
-            match value::occurrences(shape).map(|list| value.restore(&list)) {
-                Some(Some(Value::List(items))) => {
-                    headers.extend(items.into_iter().map(|item| (name.to_owned(), item)));
-                }
-                Some(_) => headers.push((name.to_owned(), value)),
-                None => headers.push((name.to_owned(), value.restore(shape).unwrap_or(value))),
-            }
+    let types = recorded_types(table);
+    for (name, value) in table.inner() {
+        let name = name.as_str();
+        if name == carry::TYPES {
+            continue;
         }
+        let value = from_amqp(value);
+        let Some(shape) = types.get(name) else {
+            // Properties that an earlier hop could not fit into 0-9-1 come back here.
+            if !(name.starts_with("amqp.") && carry::absorb(carried, name, &value)) {
+                headers.push((name.to_owned(), value));
+            }
+            continue;
+        };
+        push_restored(&mut headers, name, value, shape);
     }
-    // An expiration RabbitMQ would refuse cannot come from it; keep any such text as a header.
-    if let (Some(raw), None) = (props.expiration(), properties.ttl_ms) {
-        headers.push(("amqp.expiration".to_owned(), Value::String(raw.as_str().to_owned())));
-    }
-    let carried = envelope.properties;
-    Envelope {
-        body: Bytes::from(body),
-        body_is_null: false,
-        body_kind: envelope.body_kind,
-        properties: merge(properties, carried),
-        headers,
-        origin: Origin {
-            exchange: Some(facts.exchange.to_owned()),
-            routing_key: Some(facts.routing_key.to_owned()),
-            queue: Some(facts.queue.to_owned()),
-            redelivered: facts.redelivered,
-            ..Origin::default()
-        },
+    headers
+}
+
+/// Adds a header's value with its recorded type; the values of a name that travelled as
+/// one array come apart again.
+fn push_restored(headers: &mut Vec<(String, Value)>, name: &str, value: Value, shape: &Json) {
+    // A value whose recorded type does not fit is kept as it arrived.
+    match value::occurrences(shape).map(|list| value.restore(&list)) {
+        Some(Some(Value::List(items))) => {
+            headers.extend(items.into_iter().map(|item| (name.to_owned(), item)));
+        }
+        Some(_) => headers.push((name.to_owned(), value)),
+        None => headers.push((name.to_owned(), value.restore(shape).unwrap_or(value))),
     }
 }
 

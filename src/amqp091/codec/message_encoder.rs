@@ -28,161 +28,18 @@ pub fn encode(
     ledger: &mut Ledger,
 ) -> Result<BasicProperties, DeliveryError> {
     let p = &envelope.properties;
+    let Publish { props, overflow, ledger } = Publish::new(ledger)
+        .texts(p)
+        .ids(p)
+        .user_id(p, user)
+        .delivery_mode(p, persistence)
+        .priority(p)
+        .expiration(p)
+        .timestamp(p)
+        .body_kind(envelope)
+        .missing_properties(p);
+
     let mut headers = FieldTable::default();
-    let mut props = BasicProperties::default();
-    let mut overflow: Vec<(&str, AMQPValue)> = Vec::new();
-
-    let mut short =
-        |field: &'static str, name: &'static str, value: &str| match ShortString::try_new(value) {
-            Ok(s) => Some(s),
-            Err(_) => {
-                ledger.converted(Field::Property(field), "text over 255 bytes", name, TOO_LONG);
-                overflow.push((name, AMQPValue::LongString(LongString::from(value))));
-                None
-            }
-        };
-    if let Some(v) =
-        p.content_type.as_deref().and_then(|v| short("content_type", "amqp.content-type", v))
-    {
-        props = props.with_content_type(v);
-    }
-    if let Some(v) = p
-        .content_encoding
-        .as_deref()
-        .and_then(|v| short("content_encoding", "amqp.content-encoding", v))
-    {
-        props = props.with_content_encoding(v);
-    }
-    if let Some(v) = p.reply_to.as_deref().and_then(|v| short("reply_to", "amqp.reply-to", v)) {
-        props = props.with_reply_to(v);
-    }
-    if let Some(v) = p.message_type.as_deref().and_then(|v| short("message_type", "amqp.type", v)) {
-        props = props.with_type(v);
-    }
-    if let Some(v) = p.app_id.as_deref().and_then(|v| short("app_id", "amqp.app-id", v)) {
-        props = props.with_app_id(v);
-    }
-    if let Some(v) = p.cluster_id.as_deref().and_then(|v| short("cluster_id", "amqp.cluster-id", v))
-    {
-        props = props.with_cluster_id(v);
-    }
-    for (field, header, id) in [
-        ("message_id", "amqp.message-id", p.message_id.as_ref()),
-        ("correlation_id", "amqp.correlation-id", p.correlation_id.as_ref()),
-    ] {
-        let Some(id) = id else { continue };
-        if !matches!(id, MessageId::String(_)) {
-            ledger.converted(Field::Property(field), id_type(id), "ID:AMQP_… text", TYPED_ID);
-        }
-        match encode_id(id) {
-            IdOut::Short(id) if field == "message_id" => props = props.with_message_id(id),
-            IdOut::Short(id) => props = props.with_correlation_id(id),
-            IdOut::Header(v) => {
-                ledger.converted(Field::Property(field), "id over 255 bytes", header, TOO_LONG);
-                overflow.push((header, v));
-            }
-        }
-    }
-    if let Some(user_id) = &p.user_id {
-        match std::str::from_utf8(user_id) {
-            Ok(u) if u == user => props = props.with_user_id(ShortString::from(user.to_owned())),
-            _ => {
-                ledger.converted(
-                    Field::Property("user_id"),
-                    "user id",
-                    "amqp.user-id",
-                    FOREIGN_USER,
-                );
-                overflow.push(("amqp.user-id", bytes_value(user_id)));
-            }
-        }
-    }
-    let durable = match persistence {
-        Persistence::Always => Some(true),
-        Persistence::Never => Some(false),
-        Persistence::Source => p.durable,
-    };
-    if durable != p.durable {
-        // The bridge's `persistent:` setting, not the message, decides here.
-        ledger.converted(
-            Field::Property("durable"),
-            durable_text(p.durable),
-            durable_text(durable),
-            "the sink's persistent setting decides",
-        );
-    }
-    if let Some(durable) = durable {
-        props = props.with_delivery_mode(if durable { 2 } else { 1 });
-    }
-    if let Some(priority) = p.priority {
-        props = props.with_priority(priority);
-    }
-    if let Some(ttl) = ttl(p) {
-        if p.ttl_ms.is_none() {
-            ledger.converted(
-                Field::Property("absolute_expiry"),
-                "absolute expiry (ms)",
-                "expiration (ms from now) + amqp.absolute-expiry-ms",
-                "0-9-1 expirations are relative",
-            );
-        }
-        props = props.with_expiration(ShortString::from(ttl.to_string()));
-    }
-    if let Some(ms) = p.creation_time_ms {
-        // 0-9-1 timestamps are whole seconds since 1970: keep the milliseconds beside them,
-        // and a time before 1970 (which no timestamp holds) only there.
-        match u64::try_from(ms.div_euclid(1000)) {
-            Ok(seconds) => props = props.with_timestamp(seconds),
-            Err(_) => ledger.converted(
-                Field::Property("creation_time"),
-                "timestamp before 1970",
-                "amqp.creation-time-ms",
-                "0-9-1 timestamps are unsigned",
-            ),
-        }
-        if !whole_seconds(ms) {
-            ledger.converted(
-                Field::Property("creation_time"),
-                "timestamp (ms)",
-                "T (s) + amqp.creation-time-ms",
-                "0-9-1 timestamps are whole seconds",
-            );
-            overflow.push(("amqp.creation-time-ms", AMQPValue::LongLongInt(ms)));
-        }
-    }
-    if envelope.body_kind != BodyKind::Bytes {
-        ledger.converted(Field::Body, "text, map or list body", "bytes + amqp.body", BYTES_ONLY);
-        let kind = envelope.body_kind.name();
-        overflow.push((carry::BODY, AMQPValue::LongString(LongString::from(kind))));
-        if let Some(shape) = envelope.body_kind.shape() {
-            let shape = LongString::from(shape.to_string());
-            overflow.push((carry::BODY_TYPES, AMQPValue::LongString(shape)));
-        }
-    }
-    if let Some(ms) = p.absolute_expiry_ms {
-        overflow.push(("amqp.absolute-expiry-ms", AMQPValue::LongLongInt(ms)));
-    }
-    for (field, name, value) in [
-        ("subject", "amqp.subject", &p.subject),
-        ("to", "amqp.to", &p.to),
-        ("group_id", "amqp.group-id", &p.group_id),
-        ("reply_to_group_id", "amqp.reply-to-group-id", &p.reply_to_group_id),
-    ] {
-        if let Some(value) = value {
-            ledger.converted(Field::Property(field), "property", name, NO_SUCH_PROPERTY);
-            overflow.push((name, AMQPValue::LongString(LongString::from(value.as_str()))));
-        }
-    }
-    if let Some(seq) = p.group_sequence {
-        ledger.converted(
-            Field::Property("group_sequence"),
-            "property",
-            "amqp.group-sequence",
-            NO_SUCH_PROPERTY,
-        );
-        overflow.push(("amqp.group-sequence", AMQPValue::LongLongInt(i64::from(seq))));
-    }
-
     let types = encode_headers(&envelope.headers, &mut headers, ledger)?;
     for (name, value) in overflow {
         headers.insert(ShortString::from(name), value);
@@ -193,6 +50,247 @@ pub fn encode(
     }
     add_kafka_facts(&mut headers, envelope, ledger);
     Ok(props.with_headers(headers))
+}
+
+/// A publish's basic properties being written, each step one property or a few, with the
+/// values 0-9-1 has no place for, which travel in `amqp.*` headers instead.
+struct Publish<'l> {
+    props: BasicProperties,
+    overflow: Vec<(&'static str, AMQPValue)>,
+    ledger: &'l mut Ledger,
+}
+
+impl<'l> Publish<'l> {
+    fn new(ledger: &'l mut Ledger) -> Self {
+        Publish { props: BasicProperties::default(), overflow: Vec::new(), ledger }
+    }
+
+    /// `value` as a short string; a longer one travels in the header `name` instead.
+    fn short(
+        &mut self,
+        field: &'static str,
+        name: &'static str,
+        value: &str,
+    ) -> Option<ShortString> {
+        match ShortString::try_new(value) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                self.ledger.converted(
+                    Field::Property(field),
+                    "text over 255 bytes",
+                    name,
+                    TOO_LONG,
+                );
+                self.overflow.push((name, AMQPValue::LongString(LongString::from(value))));
+                None
+            }
+        }
+    }
+
+    fn texts(mut self, p: &Properties) -> Self {
+        if let Some(v) = p
+            .content_type
+            .as_deref()
+            .and_then(|v| self.short("content_type", "amqp.content-type", v))
+        {
+            self.props = self.props.with_content_type(v);
+        }
+        if let Some(v) = p
+            .content_encoding
+            .as_deref()
+            .and_then(|v| self.short("content_encoding", "amqp.content-encoding", v))
+        {
+            self.props = self.props.with_content_encoding(v);
+        }
+        if let Some(v) =
+            p.reply_to.as_deref().and_then(|v| self.short("reply_to", "amqp.reply-to", v))
+        {
+            self.props = self.props.with_reply_to(v);
+        }
+        if let Some(v) =
+            p.message_type.as_deref().and_then(|v| self.short("message_type", "amqp.type", v))
+        {
+            self.props = self.props.with_type(v);
+        }
+        if let Some(v) = p.app_id.as_deref().and_then(|v| self.short("app_id", "amqp.app-id", v)) {
+            self.props = self.props.with_app_id(v);
+        }
+        if let Some(v) =
+            p.cluster_id.as_deref().and_then(|v| self.short("cluster_id", "amqp.cluster-id", v))
+        {
+            self.props = self.props.with_cluster_id(v);
+        }
+        self
+    }
+
+    /// Message and correlation ids; a typed id goes as text that restores its type.
+    fn ids(mut self, p: &Properties) -> Self {
+        for (field, header, id) in [
+            ("message_id", "amqp.message-id", p.message_id.as_ref()),
+            ("correlation_id", "amqp.correlation-id", p.correlation_id.as_ref()),
+        ] {
+            let Some(id) = id else { continue };
+            if !matches!(id, MessageId::String(_)) {
+                self.ledger.converted(
+                    Field::Property(field),
+                    id_type(id),
+                    "ID:AMQP_… text",
+                    TYPED_ID,
+                );
+            }
+            match encode_id(id) {
+                IdOut::Short(id) if field == "message_id" => {
+                    self.props = self.props.with_message_id(id)
+                }
+                IdOut::Short(id) => self.props = self.props.with_correlation_id(id),
+                IdOut::Header(v) => {
+                    self.ledger.converted(
+                        Field::Property(field),
+                        "id over 255 bytes",
+                        header,
+                        TOO_LONG,
+                    );
+                    self.overflow.push((header, v));
+                }
+            }
+        }
+        self
+    }
+
+    fn user_id(mut self, p: &Properties, user: &str) -> Self {
+        if let Some(user_id) = &p.user_id {
+            match std::str::from_utf8(user_id) {
+                Ok(u) if u == user => {
+                    self.props = self.props.with_user_id(ShortString::from(user.to_owned()))
+                }
+                _ => {
+                    self.ledger.converted(
+                        Field::Property("user_id"),
+                        "user id",
+                        "amqp.user-id",
+                        FOREIGN_USER,
+                    );
+                    self.overflow.push(("amqp.user-id", bytes_value(user_id)));
+                }
+            }
+        }
+        self
+    }
+
+    fn delivery_mode(mut self, p: &Properties, persistence: Persistence) -> Self {
+        let durable = match persistence {
+            Persistence::Always => Some(true),
+            Persistence::Never => Some(false),
+            Persistence::Source => p.durable,
+        };
+        if durable != p.durable {
+            // The bridge's `persistent:` setting, not the message, decides here.
+            self.ledger.converted(
+                Field::Property("durable"),
+                durable_text(p.durable),
+                durable_text(durable),
+                "the sink's persistent setting decides",
+            );
+        }
+        if let Some(durable) = durable {
+            self.props = self.props.with_delivery_mode(if durable { 2 } else { 1 });
+        }
+        self
+    }
+
+    fn priority(mut self, p: &Properties) -> Self {
+        if let Some(priority) = p.priority {
+            self.props = self.props.with_priority(priority);
+        }
+        self
+    }
+
+    fn expiration(mut self, p: &Properties) -> Self {
+        if let Some(ttl) = ttl(p) {
+            if p.ttl_ms.is_none() {
+                self.ledger.converted(
+                    Field::Property("absolute_expiry"),
+                    "absolute expiry (ms)",
+                    "expiration (ms from now) + amqp.absolute-expiry-ms",
+                    "0-9-1 expirations are relative",
+                );
+            }
+            self.props = self.props.with_expiration(ShortString::from(ttl.to_string()));
+        }
+        self
+    }
+
+    fn timestamp(mut self, p: &Properties) -> Self {
+        let Some(ms) = p.creation_time_ms else { return self };
+        // 0-9-1 timestamps are whole seconds since 1970: keep the milliseconds beside them,
+        // and a time before 1970 (which no timestamp holds) only there.
+        match u64::try_from(ms.div_euclid(1000)) {
+            Ok(seconds) => self.props = self.props.with_timestamp(seconds),
+            Err(_) => self.ledger.converted(
+                Field::Property("creation_time"),
+                "timestamp before 1970",
+                "amqp.creation-time-ms",
+                "0-9-1 timestamps are unsigned",
+            ),
+        }
+        if !whole_seconds(ms) {
+            self.ledger.converted(
+                Field::Property("creation_time"),
+                "timestamp (ms)",
+                "T (s) + amqp.creation-time-ms",
+                "0-9-1 timestamps are whole seconds",
+            );
+            self.overflow.push(("amqp.creation-time-ms", AMQPValue::LongLongInt(ms)));
+        }
+        self
+    }
+
+    /// A body that is not bytes goes as bytes, its kind (and shape) in `amqp.body*` headers.
+    fn body_kind(mut self, envelope: &Envelope) -> Self {
+        if envelope.body_kind != BodyKind::Bytes {
+            self.ledger.converted(
+                Field::Body,
+                "text, map or list body",
+                "bytes + amqp.body",
+                BYTES_ONLY,
+            );
+            let kind = envelope.body_kind.name();
+            self.overflow.push((carry::BODY, AMQPValue::LongString(LongString::from(kind))));
+            if let Some(shape) = envelope.body_kind.shape() {
+                let shape = LongString::from(shape.to_string());
+                self.overflow.push((carry::BODY_TYPES, AMQPValue::LongString(shape)));
+            }
+        }
+        self
+    }
+
+    /// The AMQP 1.0 properties 0-9-1 lacks, each in its `amqp.*` header.
+    fn missing_properties(mut self, p: &Properties) -> Self {
+        if let Some(ms) = p.absolute_expiry_ms {
+            self.overflow.push(("amqp.absolute-expiry-ms", AMQPValue::LongLongInt(ms)));
+        }
+        for (field, name, value) in [
+            ("subject", "amqp.subject", &p.subject),
+            ("to", "amqp.to", &p.to),
+            ("group_id", "amqp.group-id", &p.group_id),
+            ("reply_to_group_id", "amqp.reply-to-group-id", &p.reply_to_group_id),
+        ] {
+            if let Some(value) = value {
+                self.ledger.converted(Field::Property(field), "property", name, NO_SUCH_PROPERTY);
+                self.overflow.push((name, AMQPValue::LongString(LongString::from(value.as_str()))));
+            }
+        }
+        if let Some(seq) = p.group_sequence {
+            self.ledger.converted(
+                Field::Property("group_sequence"),
+                "property",
+                "amqp.group-sequence",
+                NO_SUCH_PROPERTY,
+            );
+            self.overflow.push(("amqp.group-sequence", AMQPValue::LongLongInt(i64::from(seq))));
+        }
+        self
+    }
 }
 
 const TOO_LONG: &str = "a 0-9-1 short string holds 255 bytes";

@@ -8,10 +8,11 @@
 use bytes::Bytes;
 use fe2o3_amqp::types::messaging::annotations::OwnedKey;
 use fe2o3_amqp::types::messaging::{
-    AmqpSequence, AmqpValue, Body, Data, Header, Properties as AmqpProperties,
+    AmqpSequence, AmqpValue, ApplicationProperties, Body, Data, Header, MessageAnnotations,
+    Properties as AmqpProperties,
 };
 use fe2o3_amqp::types::primitives::{Symbol, Value as AmqpValueT};
-use serde_json::Value as Json;
+use serde_json::{Map as JsonMap, Value as Json};
 
 use super::value_conversion::from_id;
 use super::{AmqpMessage, NAMES_ANNOTATION, SUBJECT_ANNOTATION, TYPES_ANNOTATION};
@@ -22,90 +23,143 @@ use crate::pipeline::{BodyKind, Envelope, Origin, Properties, Value, carry};
 /// Decodes one received message.
 pub fn decode(message: AmqpMessage, address: &str) -> Envelope {
     let mut envelope = Envelope::default();
-    let annotation_map = |name: &str| -> serde_json::Map<String, Json> {
-        let annotations = message.message_annotations.as_ref();
-        match annotations.and_then(|a| a.0.get(&OwnedKey::Symbol(Symbol::from(name)))) {
-            Some(AmqpValueT::String(t) | AmqpValueT::Symbol(Symbol(t))) => {
-                serde_json::from_str(t).unwrap_or_default()
-            }
-            _ => serde_json::Map::new(),
-        }
-    };
-    let types = annotation_map(TYPES_ANNOTATION);
-    let renamed = annotation_map(NAMES_ANNOTATION);
+    let types = annotation_map(message.message_annotations.as_ref(), TYPES_ANNOTATION);
+    let renamed = annotation_map(message.message_annotations.as_ref(), NAMES_ANNOTATION);
     decode_header(message.header.as_ref(), &mut envelope);
     if let Some(p) = message.properties {
         decode_properties(p, &mut envelope.properties);
     }
+
     let mut subject_is_type = false;
     if let Some(annotations) = message.message_annotations {
-        for (key, value) in annotations.0 {
-            let name = match key {
-                OwnedKey::Symbol(Symbol(s)) => s,
-                OwnedKey::Ulong(n) => n.to_string(),
-            };
-            if name == TYPES_ANNOTATION || name == NAMES_ANNOTATION {
-                continue;
-            }
-            if name == SUBJECT_ANNOTATION {
-                subject_is_type = matches!(&value, AmqpValueT::String(s) if s == "type");
-                continue;
-            }
-            let value = from_amqp(&value);
-            match (types.get(&name), value) {
-                (Some(shape), value) if occurrences(shape).is_some() => {
-                    let each = occurrences(shape).and_then(|list| value.restore(&list));
-                    match each {
-                        Some(Value::List(each)) => {
-                            envelope.headers.extend(each.into_iter().map(|v| (name.clone(), v)));
-                        }
-                        _ => envelope.headers.push((name, value)),
-                    }
-                }
-                (Some(shape), value) => {
-                    let value = value.restore(shape).unwrap_or(value);
-                    envelope.headers.push((name, value));
-                }
-                (None, value) => envelope.headers.push((name, value)),
-            }
-        }
+        subject_is_type = decode_annotations(annotations, &types, &mut envelope.headers);
     }
     if let Some(props) = message.application_properties {
-        for (name, value) in props.0 {
-            let value = from_simple(&value);
-            let shape = types.get(&name);
-            let name = match renamed.get(&name) {
-                Some(Json::String(original)) => original.clone(),
-                _ => name,
-            };
-            if let (Some(list), Value::String(text)) = (shape.and_then(occurrences), &value) {
-                if let Ok(Value::List(each)) = Value::from_text(text.as_bytes(), Some(&list)) {
-                    envelope.headers.extend(each.into_iter().map(|v| (name.clone(), v)));
-                    continue;
-                }
-            }
-            let value = match (shape, &value) {
-                (Some(shape), Value::String(text)) => {
-                    Value::from_text(text.as_bytes(), Some(shape)).unwrap_or(value)
-                }
-                // A JMS property widened from an unsigned type.
-                (Some(shape), _) => value.restore(shape).unwrap_or(value),
-                _ => value,
-            };
-            if !(name.starts_with("amqp.") && carry::absorb(&mut envelope, &name, &value)) {
-                envelope.headers.push((name, value));
-            }
-        }
+        decode_application_properties(props, &types, &renamed, &mut envelope);
     }
     if subject_is_type {
         let p = &mut envelope.properties;
         p.message_type = p.subject.take();
     }
+
     let (body, kind) = decode_body(message.body);
     envelope.body = body;
     envelope.body_kind = kind;
     envelope.origin = Origin { address: Some(address.to_owned()), ..envelope.origin };
     envelope
+}
+
+/// A JSON map the sender wrote into the annotation `name`; empty when absent or unreadable.
+fn annotation_map(annotations: Option<&MessageAnnotations>, name: &str) -> JsonMap<String, Json> {
+    match annotations.and_then(|a| a.0.get(&OwnedKey::Symbol(Symbol::from(name)))) {
+        Some(AmqpValueT::String(t) | AmqpValueT::Symbol(Symbol(t))) => {
+            serde_json::from_str(t).unwrap_or_default()
+        }
+        _ => JsonMap::new(),
+    }
+}
+
+/// Message annotations as headers under their own names, their recorded types restored.
+/// Returns whether the subject holds the 0-9-1 type.
+fn decode_annotations(
+    annotations: MessageAnnotations,
+    types: &JsonMap<String, Json>,
+    headers: &mut Vec<(String, Value)>,
+) -> bool {
+    let mut subject_is_type = false;
+    for (key, value) in annotations.0 {
+        let name = match key {
+            OwnedKey::Symbol(Symbol(s)) => s,
+            OwnedKey::Ulong(n) => n.to_string(),
+        };
+        if name == TYPES_ANNOTATION || name == NAMES_ANNOTATION {
+            continue;
+        }
+        if name == SUBJECT_ANNOTATION {
+            subject_is_type = matches!(&value, AmqpValueT::String(s) if s == "type");
+            continue;
+        }
+        let value = from_amqp(&value);
+        let shape = types.get(&name);
+        push_annotation(headers, name, value, shape);
+    }
+    subject_is_type
+}
+
+/// Adds an annotation's value with its recorded type; all values of a repeated name come
+/// apart again.
+fn push_annotation(
+    headers: &mut Vec<(String, Value)>,
+    name: String,
+    value: Value,
+    shape: Option<&Json>,
+) {
+    match (shape, value) {
+        (Some(shape), value) if occurrences(shape).is_some() => {
+            let each = occurrences(shape).and_then(|list| value.restore(&list));
+            match each {
+                Some(Value::List(each)) => {
+                    headers.extend(each.into_iter().map(|v| (name.clone(), v)));
+                }
+                _ => headers.push((name, value)),
+            }
+        }
+        (Some(shape), value) => {
+            let value = value.restore(shape).unwrap_or(value);
+            headers.push((name, value));
+        }
+        (None, value) => headers.push((name, value)),
+    }
+}
+
+/// Application properties as headers under their original names, their recorded types
+/// restored; an `amqp.*` one carrying a property 1.0 has no field for goes back there.
+fn decode_application_properties(
+    props: ApplicationProperties,
+    types: &JsonMap<String, Json>,
+    renamed: &JsonMap<String, Json>,
+    envelope: &mut Envelope,
+) {
+    for (name, value) in props.0 {
+        let value = from_simple(&value);
+        let shape = types.get(&name);
+        let name = match renamed.get(&name) {
+            Some(Json::String(original)) => original.clone(),
+            _ => name,
+        };
+        if let Some(each) = repeated_property(shape, &value) {
+            envelope.headers.extend(each.into_iter().map(|v| (name.clone(), v)));
+            continue;
+        }
+        let value = restore_property(shape, value);
+        if !(name.starts_with("amqp.") && carry::absorb(envelope, &name, &value)) {
+            envelope.headers.push((name, value));
+        }
+    }
+}
+
+/// All values of a repeated name, which travel as one property holding their text.
+fn repeated_property(shape: Option<&Json>, value: &Value) -> Option<Vec<Value>> {
+    let (Some(list), Value::String(text)) = (shape.and_then(occurrences), value) else {
+        return None;
+    };
+    match Value::from_text(text.as_bytes(), Some(&list)) {
+        Ok(Value::List(each)) => Some(each),
+        _ => None,
+    }
+}
+
+/// A property's value with its recorded type; as it arrived when it has none or the type
+/// does not fit.
+fn restore_property(shape: Option<&Json>, value: Value) -> Value {
+    match (shape, &value) {
+        (Some(shape), Value::String(text)) => {
+            Value::from_text(text.as_bytes(), Some(shape)).unwrap_or(value)
+        }
+        // A JMS property widened from an unsigned type.
+        (Some(shape), _) => value.restore(shape).unwrap_or(value),
+        _ => value,
+    }
 }
 
 fn decode_header(header: Option<&Header>, envelope: &mut Envelope) {

@@ -6,6 +6,8 @@
 //! (originals in `x-opt-portico-names`), unsigned values widened, and the Qpid JMS
 //! annotations added. Every value that does not cross as it was is written into the ledger.
 
+use std::collections::HashSet;
+
 use fe2o3_amqp::types::messaging::annotations::OwnedKey;
 use fe2o3_amqp::types::messaging::{
     AmqpValue, ApplicationProperties, Body, Data, Header, Message, MessageAnnotations,
@@ -32,6 +34,35 @@ use crate::pipeline::{BodyKind, Envelope, Ledger, Properties, Value};
 pub fn encode(envelope: &Envelope, target: Target, to: &str, ledger: &mut Ledger) -> AmqpMessage {
     let p = &envelope.properties;
     let max_priority = if target.jms { 9 } else { u8::MAX };
+    note_header_coercions(envelope, max_priority, ledger);
+    let header = encode_header(p, max_priority);
+
+    let mut sections = Sections::default();
+    sections.add_headers(&envelope.headers, target, ledger);
+    sections.carry_properties(p, target);
+    add_origin(&mut sections.annotations, envelope);
+    let (mut annotations, app) = sections.finish();
+
+    let body = encode_body(envelope, ledger);
+    if target.jms {
+        add_jms_annotations(&mut annotations, &body, envelope, target);
+    }
+    Message {
+        header: Some(header),
+        delivery_annotations: None,
+        message_annotations: (!annotations.is_empty()).then_some(MessageAnnotations(annotations)),
+        properties: Some(encode_properties(p, target, to, ledger)),
+        application_properties: (!app.is_empty()).then_some(ApplicationProperties(app)),
+        body,
+        footer: None,
+    }
+}
+
+const UNIQUE: &str = "AMQP 1.0 properties and annotations hold a name once";
+
+/// Notes the header and body values a 1.0 message cannot hold as they are.
+fn note_header_coercions(envelope: &Envelope, max_priority: u8, ledger: &mut Ledger) {
+    let p = &envelope.properties;
     if p.priority.is_some_and(|n| n > max_priority) {
         ledger.coerced(
             Field::Property("priority"),
@@ -56,7 +87,10 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str, ledger: &mut Ledger
             "an AMQP 1.0 body is never null",
         );
     }
-    let header = Header {
+}
+
+fn encode_header(p: &Properties, max_priority: u8) -> Header {
+    Header {
         durable: p.durable.unwrap_or(false),
         priority: p.priority.unwrap_or(4).min(max_priority).into(),
         // A uint holds about 49 days of milliseconds; a longer TTL is capped there rather
@@ -64,59 +98,104 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str, ledger: &mut Ledger
         ttl: p.ttl_ms.map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
         first_acquirer: false,
         delivery_count: 0,
-    };
-    let mut annotations = OrderedMap::new();
-    let mut app = OrderedMap::new();
-    let mut types = serde_json::Map::new();
-    let mut renamed = serde_json::Map::new();
-    // Only JMS targets rename properties; other targets skip building this set.
-    let names = envelope.headers.iter().map(|(n, _)| n.as_str());
-    let legal: std::collections::HashSet<&str> =
-        names.filter(|n| target.jms && is_java_identifier(n)).collect();
-    for (i, (name, value)) in envelope.headers.iter().enumerate() {
-        if envelope.headers[..i].iter().any(|(n, _)| n == name) {
-            continue; // a later value of a repeated name, carried with the first
-        }
-        let grouped = repeated_values(name, value, &envelope.headers[i + 1..]);
-        if grouped.is_some() {
-            ledger.converted(
-                Field::Header(name),
-                "a name repeated",
-                "one list + x-opt-portico-types",
-                UNIQUE,
-            );
-        }
-        let value = grouped.as_ref().unwrap_or(value);
-        if name.starts_with("x-") {
-            annotations.insert(OwnedKey::Symbol(Symbol::from(name.as_str())), to_amqp(value));
-            if let Some(Value::List(each)) = &grouped {
-                types.insert(name.clone(), repeated(each.iter()));
-            } else if has_decimal(value) {
-                // AMQP 1.0 decimals are another encoding: the value goes as its text.
-                types.insert(name.clone(), value.shape().unwrap_or(Json::Null));
+    }
+}
+
+/// The message annotations and application properties being written, with the types and
+/// original names to record beside them.
+#[derive(Default)]
+struct Sections {
+    annotations: OrderedMap<OwnedKey, AmqpValueT>,
+    app: OrderedMap<String, SimpleValue>,
+    /// Recorded in `x-opt-portico-types`: the types 1.0 cannot say, by name written.
+    types: serde_json::Map<String, Json>,
+    /// Recorded in `x-opt-portico-names`: each JMS-legal stand-in and the name it stands for.
+    renamed: serde_json::Map<String, Json>,
+}
+
+impl Sections {
+    /// Writes the envelope's headers: `x-…` ones as annotations, the others as application
+    /// properties. A repeated name goes once, all its values in one list.
+    fn add_headers(&mut self, headers: &[(String, Value)], target: Target, ledger: &mut Ledger) {
+        // Only JMS targets rename properties; other targets skip building this set.
+        let names = headers.iter().map(|(n, _)| n.as_str());
+        let legal: HashSet<&str> = names.filter(|n| target.jms && is_java_identifier(n)).collect();
+        for (i, (name, value)) in headers.iter().enumerate() {
+            if headers[..i].iter().any(|(n, _)| n == name) {
+                continue; // a later value of a repeated name, carried with the first
             }
-            continue;
+            let grouped = repeated_values(name, value, &headers[i + 1..]);
+            if grouped.is_some() {
+                ledger.converted(
+                    Field::Header(name),
+                    "a name repeated",
+                    "one list + x-opt-portico-types",
+                    UNIQUE,
+                );
+            }
+            let value = grouped.as_ref().unwrap_or(value);
+            if name.starts_with("x-") {
+                self.add_annotation(name, value, grouped.as_ref());
+                continue;
+            }
+            let key = self.property_name(name, target, &legal, ledger);
+            self.add_property(key, name, value, grouped.as_ref(), target, ledger);
         }
-        let key = if target.jms && !is_java_identifier(name) {
+    }
+
+    /// An `x-…` header as a message annotation, its type recorded when 1.0 cannot say it.
+    fn add_annotation(&mut self, name: &str, value: &Value, grouped: Option<&Value>) {
+        self.annotations.insert(OwnedKey::Symbol(Symbol::from(name)), to_amqp(value));
+        if let Some(Value::List(each)) = grouped {
+            self.types.insert(name.to_owned(), repeated(each.iter()));
+        } else if has_decimal(value) {
+            // AMQP 1.0 decimals are another encoding: the value goes as its text.
+            self.types.insert(name.to_owned(), value.shape().unwrap_or(Json::Null));
+        }
+    }
+
+    /// The name an application property goes under: for a JMS peer a Java identifier, a
+    /// stand-in recorded beside the name it replaces.
+    fn property_name(
+        &mut self,
+        name: &str,
+        target: Target,
+        legal: &HashSet<&str>,
+        ledger: &mut Ledger,
+    ) -> String {
+        if target.jms && !is_java_identifier(name) {
             ledger.converted(
                 Field::Header(name),
                 "name",
                 "JMS identifier + x-opt-portico-names",
                 "JMS property names are Java identifiers",
             );
-            let escaped = jms_name(name, |n| legal.contains(n) || renamed.contains_key(n));
-            renamed.insert(escaped.clone(), Json::String(name.clone()));
+            let escaped = jms_name(name, |n| legal.contains(n) || self.renamed.contains_key(n));
+            self.renamed.insert(escaped.clone(), Json::String(name.to_owned()));
             escaped
         } else {
-            name.clone()
-        };
-        match (to_simple(value, target.jms), &grouped) {
+            name.to_owned()
+        }
+    }
+
+    /// A header as an application property under `key`: a simple value as it is, anything
+    /// else (a list, a map, all values of a repeated name) as text with its type recorded.
+    fn add_property(
+        &mut self,
+        key: String,
+        name: &str,
+        value: &Value,
+        grouped: Option<&Value>,
+        target: Target,
+        ledger: &mut Ledger,
+    ) {
+        match (to_simple(value, target.jms), grouped) {
             (Some(simple), None) => {
                 if target.jms && matches!(value, Value::U8(_) | Value::U16(_) | Value::U32(_)) {
                     // JMS has no unsigned types: widened, with the type kept beside it.
-                    types.insert(key.clone(), value.shape().unwrap_or(Json::Null));
+                    self.types.insert(key.clone(), value.shape().unwrap_or(Json::Null));
                 }
-                app.insert(key, simple)
+                self.app.insert(key, simple)
             }
             (_, grouped) => {
                 if grouped.is_none() {
@@ -132,78 +211,94 @@ pub fn encode(envelope: &Envelope, target: Target, to: &str, ledger: &mut Ledger
                     Some(Value::List(each)) => repeated(each.iter()),
                     _ => shape,
                 };
-                types.insert(key.clone(), shape);
-                app.insert(key, SimpleValue::String(text))
+                self.types.insert(key.clone(), shape);
+                self.app.insert(key, SimpleValue::String(text))
             }
         };
     }
-    // 0-9-1 properties with no 1.0 field travel as application properties, restored later.
-    let subject_from_type = target.jms && p.subject.is_none();
-    // A content type or encoding a symbol cannot hold (not ASCII) travels the same way.
-    let not_ascii = |v: &&String| !v.is_ascii();
-    let carried = [
-        ("amqp.app-id", p.app_id.as_ref()),
-        ("amqp.type", p.message_type.as_ref().filter(|_| !subject_from_type)),
-        ("amqp.cluster-id", p.cluster_id.as_ref()),
-        ("amqp.content-type", p.content_type.as_ref().filter(not_ascii)),
-        ("amqp.content-encoding", p.content_encoding.as_ref().filter(not_ascii)),
-    ];
-    for (name, value) in carried {
-        if let Some(value) = value {
-            let key =
-                if target.jms { jms_name(name, |n| app.contains_key(n)) } else { name.into() };
-            if key != name {
-                renamed.insert(key.clone(), Json::String(name.to_owned()));
+
+    /// Writes the properties 1.0 has no field for as application properties, restored on
+    /// the way back; for a JMS peer the 0-9-1 type goes into the subject instead.
+    fn carry_properties(&mut self, p: &Properties, target: Target) {
+        // 0-9-1 properties with no 1.0 field travel as application properties, restored later.
+        let subject_from_type = target.jms && p.subject.is_none();
+        // A content type or encoding a symbol cannot hold (not ASCII) travels the same way.
+        let not_ascii = |v: &&String| !v.is_ascii();
+        let carried = [
+            ("amqp.app-id", p.app_id.as_ref()),
+            ("amqp.type", p.message_type.as_ref().filter(|_| !subject_from_type)),
+            ("amqp.cluster-id", p.cluster_id.as_ref()),
+            ("amqp.content-type", p.content_type.as_ref().filter(not_ascii)),
+            ("amqp.content-encoding", p.content_encoding.as_ref().filter(not_ascii)),
+        ];
+        for (name, value) in carried {
+            if let Some(value) = value {
+                let key = if target.jms {
+                    jms_name(name, |n| self.app.contains_key(n))
+                } else {
+                    name.into()
+                };
+                if key != name {
+                    self.renamed.insert(key.clone(), Json::String(name.to_owned()));
+                }
+                self.app.insert(key, SimpleValue::String(value.clone()));
             }
-            app.insert(key, SimpleValue::String(value.clone()));
+        }
+        if subject_from_type && p.message_type.is_some() {
+            let key = OwnedKey::Symbol(Symbol::from(SUBJECT_ANNOTATION));
+            self.annotations.insert(key, AmqpValueT::String("type".to_owned()));
         }
     }
-    if subject_from_type && p.message_type.is_some() {
-        let key = OwnedKey::Symbol(Symbol::from(SUBJECT_ANNOTATION));
-        annotations.insert(key, AmqpValueT::String("type".to_owned()));
-    }
-    add_origin(&mut annotations, envelope);
-    for (annotation, map) in [(TYPES_ANNOTATION, types), (NAMES_ANNOTATION, renamed)] {
-        if !map.is_empty() {
-            let key = OwnedKey::Symbol(Symbol::from(annotation));
-            annotations.insert(key, AmqpValueT::String(Json::Object(map).to_string()));
+
+    /// The annotations, with the recorded types and names added, and the application
+    /// properties.
+    fn finish(self) -> (OrderedMap<OwnedKey, AmqpValueT>, OrderedMap<String, SimpleValue>) {
+        let mut annotations = self.annotations;
+        for (annotation, map) in [(TYPES_ANNOTATION, self.types), (NAMES_ANNOTATION, self.renamed)]
+        {
+            if !map.is_empty() {
+                let key = OwnedKey::Symbol(Symbol::from(annotation));
+                annotations.insert(key, AmqpValueT::String(Json::Object(map).to_string()));
+            }
         }
-    }
-    let body = encode_body(envelope, ledger);
-    if target.jms {
-        let kind = match &body {
-            Body::Value(AmqpValue(AmqpValueT::String(_))) => JMS_TEXT,
-            Body::Value(AmqpValue(AmqpValueT::Map(_))) => JMS_MAP,
-            Body::Value(AmqpValue(AmqpValueT::List(_))) => JMS_STREAM,
-            // Qpid JMS reads a data section with a textual content type as text.
-            _ if utf8_text(envelope) => JMS_TEXT,
-            _ => JMS_BYTES,
-        };
-        let key = OwnedKey::Symbol(Symbol::from(JMS_MSG_TYPE));
-        annotations.as_inner_mut().entry(key).or_insert(AmqpValueT::Byte(kind));
-        if let Some(topic) = target.topic {
-            let key = OwnedKey::Symbol(Symbol::from(JMS_DEST));
-            annotations.as_inner_mut().entry(key).or_insert(AmqpValueT::Byte(i8::from(topic)));
-        }
-        // JMSReplyTo needs its destination type; only a `topic://` address says topic.
-        if let Some(reply_to) = &p.reply_to {
-            let topic = reply_to.starts_with("topic://");
-            let key = OwnedKey::Symbol(Symbol::from(JMS_REPLY_TO));
-            annotations.as_inner_mut().entry(key).or_insert(AmqpValueT::Byte(i8::from(topic)));
-        }
-    }
-    Message {
-        header: Some(header),
-        delivery_annotations: None,
-        message_annotations: (!annotations.is_empty()).then_some(MessageAnnotations(annotations)),
-        properties: Some(encode_properties(p, target, to, ledger)),
-        application_properties: (!app.is_empty()).then_some(ApplicationProperties(app)),
-        body,
-        footer: None,
+        (annotations, self.app)
     }
 }
 
-const UNIQUE: &str = "AMQP 1.0 properties and annotations hold a name once";
+/// The Qpid JMS annotations: the message type, and the destination and reply-to types.
+/// Annotations the envelope already carries are kept.
+fn add_jms_annotations(
+    annotations: &mut OrderedMap<OwnedKey, AmqpValueT>,
+    body: &Body<AmqpValueT>,
+    envelope: &Envelope,
+    target: Target,
+) {
+    let key = OwnedKey::Symbol(Symbol::from(JMS_MSG_TYPE));
+    let kind = jms_message_type(body, envelope);
+    annotations.as_inner_mut().entry(key).or_insert(AmqpValueT::Byte(kind));
+    if let Some(topic) = target.topic {
+        let key = OwnedKey::Symbol(Symbol::from(JMS_DEST));
+        annotations.as_inner_mut().entry(key).or_insert(AmqpValueT::Byte(i8::from(topic)));
+    }
+    // JMSReplyTo needs its destination type; only a `topic://` address says topic.
+    if let Some(reply_to) = &envelope.properties.reply_to {
+        let topic = reply_to.starts_with("topic://");
+        let key = OwnedKey::Symbol(Symbol::from(JMS_REPLY_TO));
+        annotations.as_inner_mut().entry(key).or_insert(AmqpValueT::Byte(i8::from(topic)));
+    }
+}
+
+/// The JMS message type a body reads as.
+fn jms_message_type(body: &Body<AmqpValueT>, envelope: &Envelope) -> i8 {
+    match body {
+        Body::Value(AmqpValue(AmqpValueT::String(_))) => JMS_TEXT,
+        Body::Value(AmqpValue(AmqpValueT::Map(_))) => JMS_MAP,
+        Body::Value(AmqpValue(AmqpValueT::List(_))) => JMS_STREAM,
+        // Qpid JMS reads a data section with a textual content type as text.
+        _ if utf8_text(envelope) => JMS_TEXT,
+        _ => JMS_BYTES,
+    }
+}
 
 /// A bytes body that says it is UTF-8 text: a textual content type, a charset (in the
 /// content type or, as 0-9-1 publishers often put it, the content encoding) that is UTF-8
