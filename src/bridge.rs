@@ -93,8 +93,9 @@ struct Shared {
 struct Work {
     received: Received,
     /// The envelope after the bridge's `set:` rules and attempt count, when any apply; the
-    /// dead letter still gets `received.envelope`.
-    outgoing: Option<Envelope>,
+    /// dead letter still gets `received.envelope`. Boxed: most bridges have no such rules,
+    /// and an envelope inline would double what every message in flight holds.
+    outgoing: Option<Box<Envelope>>,
     /// Deliveries made, including those of earlier trips through this bridge when counted.
     attempts: u32,
     first_failure: Option<SystemTime>,
@@ -105,7 +106,7 @@ struct Work {
 impl Work {
     /// What the sink receives.
     fn envelope(&self) -> &Envelope {
-        self.outgoing.as_ref().unwrap_or(&self.received.envelope)
+        self.outgoing.as_deref().unwrap_or(&self.received.envelope)
     }
 
     /// The failure record for dead-lettering after `error`, an attempt of outcome `class`.
@@ -274,7 +275,7 @@ impl Shared {
         });
         let route = match translated {
             Ok((outgoing, route)) => {
-                work.outgoing = outgoing;
+                work.outgoing = outgoing.map(Box::new);
                 route
             }
             Err(error) => {
@@ -339,7 +340,8 @@ impl Shared {
     /// Writes the attempt about to be made into the outgoing message, when counted.
     fn stamp(&self, work: &mut Work) {
         if self.retry.max_attempts.is_some() {
-            let outgoing = work.outgoing.get_or_insert_with(|| work.received.envelope.clone());
+            let outgoing =
+                work.outgoing.get_or_insert_with(|| Box::new(work.received.envelope.clone()));
             stamp_attempts(outgoing, &self.name, work.attempts + 1);
         }
     }
@@ -369,7 +371,7 @@ impl Shared {
                     // rare dead-letter path's state would otherwise make each of them kilobytes.
                     return Box::pin(self.dead_letter(work, failure)).await;
                 }
-                Disposition::Fatal => return self.fail("sink", &error, work).await,
+                Disposition::Fatal => return Box::pin(self.fail("sink", &error, work)).await,
                 Disposition::Retry => {}
             }
             if self.retry.max_attempts.is_some_and(|max| work.attempts >= max) {
@@ -384,8 +386,10 @@ impl Shared {
                     retry_in = ?delay, suppressed,
                     "Delivery failed; retrying without settling the source");
             }
-            if !self.wait(delay).await {
-                return self.release(work).await;
+            // Boxed, as the dead letter above: a retry's timer is rare and would otherwise
+            // take room in every message's confirmation.
+            if !Box::pin(self.wait(delay)).await {
+                return Box::pin(self.release(work)).await;
             }
             self.stamp(&mut work);
             // The first attempt already accounted for (and judged) what encoding loses.
@@ -885,5 +889,25 @@ mod tests {
         let twos: Vec<_> = emits.iter().filter(|l| l.starts_with("emit 2")).collect();
         assert_eq!(twos.len(), 1, "{emits:?}");
         assert!(twos[0].contains("dlq") && twos[0].contains("(max-retries)"), "{twos:?}");
+    }
+
+    /// The size of what `f` returns, without calling it: an async fn's future.
+    fn output_size<F, A, B, C, D, Fut>(_: F) -> usize
+    where
+        F: FnOnce(A, B, C, D) -> Fut,
+    {
+        size_of::<Fut>()
+    }
+
+    #[test]
+    fn what_each_message_in_flight_holds_stays_small() {
+        // Each message in flight holds a boxed Work and a boxed confirmation running
+        // `complete` (or `redeliver`): 10 000 of each at `max_in_flight: 10000`. The bounds sit
+        // just above today's sizes, so that growth is a decision, not an accident.
+        let work = size_of::<Work>();
+        let complete = output_size(Shared::complete);
+        eprintln!("Work {work} B, confirmation {complete} B");
+        assert!(work <= 900, "Work is {work} B");
+        assert!(complete <= 560, "the confirmation future is {complete} B");
     }
 }
