@@ -3,9 +3,9 @@
 # ---- build ----------------------------------------------------------------
 FROM rust:1-bookworm AS builder
 WORKDIR /src
-# cmake builds the bundled librdkafka when a feature asks for it; harmless otherwise.
+# cmake builds the bundled librdkafka when a feature asks for it; OpenSSL gives it TLS and SCRAM.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake \
+ && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 # Build dependencies first so source edits reuse the cached layer.
 COPY Cargo.toml Cargo.lock ./
@@ -18,7 +18,7 @@ RUN cargo build --release --locked
 # ---- runtime --------------------------------------------------------------
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin portico
 COPY --from=builder /src/target/release/portico /usr/local/bin/portico

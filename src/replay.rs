@@ -224,10 +224,14 @@ impl Replay {
         connection: &crate::config::KafkaConnection,
         topic: &str,
     ) -> anyhow::Result<()> {
-        let consumer: StreamConsumer =
-            crate::kafka::reader_config(connection, &self.options.group, "earliest")
-                .create()
-                .map_err(|e| anyhow::anyhow!("invalid Kafka consumer settings: {e}"))?;
+        let config = crate::kafka::reader_config(connection, &self.options.group, "earliest");
+        let consumer: StreamConsumer = crate::kafka::create(
+            connection,
+            &config,
+            rdkafka::consumer::DefaultConsumerContext,
+            "consumer",
+        )
+        .map_err(anyhow::Error::msg)?;
         consumer.subscribe(&[topic])?;
         // Per partition: false once a dead letter was kept, so the group's offset never
         // passes a dead letter that was not replayed.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::secret::SecretUrl;
+use super::secret::{SecretOptions, SecretUrl};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,7 +70,7 @@ pub struct ConnectionFile {
     pub brokers: Option<String>,
     /// Kafka: extra librdkafka properties, passed through unchanged.
     #[serde(default)]
-    pub options: BTreeMap<String, String>,
+    pub options: SecretOptions,
     /// Topology declared when the connection opens.
     pub declare: Option<DeclareFile>,
 }

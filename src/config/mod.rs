@@ -19,4 +19,4 @@ pub use load::{ConfigError, Problem, load, load_str};
 pub use model::{
     Amqp091Connection, BridgeModel, KafkaConnection, Model, Persistence, SinkModel, SourceModel,
 };
-pub use secret::SecretUrl;
+pub use secret::{SecretOptions, SecretUrl};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::file::{DeclareFile, Protocol};
-use super::secret::SecretUrl;
+use super::secret::{SecretOptions, SecretUrl};
 use crate::pipeline::RouteTemplate;
 
 #[derive(Debug)]
@@ -31,22 +31,12 @@ pub struct Amqp091Connection {
     pub url: SecretUrl,
 }
 
-#[derive(Clone)]
+/// `options` may hold `sasl.password` or key material: `Debug` masks them.
+#[derive(Clone, Debug)]
 pub struct KafkaConnection {
     pub name: String,
     pub brokers: String,
-    pub options: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for KafkaConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Options may hold `sasl.password` or key material: show the names only.
-        f.debug_struct("KafkaConnection")
-            .field("name", &self.name)
-            .field("brokers", &self.brokers)
-            .field("options", &self.options.keys().collect::<Vec<_>>())
-            .finish()
-    }
+    pub options: SecretOptions,
 }
 
 /// How an AMQP 1.0 broker spells addresses and whether it speaks JMS.

@@ -1,5 +1,6 @@
-//! A URL whose password never reaches a log, an error or `Debug` output.
+//! A URL, and client options, whose passwords never reach a log, an error or `Debug` output.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
@@ -90,9 +91,79 @@ impl<'de> Deserialize<'de> for SecretUrl {
     }
 }
 
+/// Client properties (librdkafka's), some of which are secrets: `sasl.password`, key
+/// passwords, private keys, OAuth client secrets. `Debug` shows those as `***`, and
+/// [`SecretOptions::redact`] takes their values out of any text.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretOptions(BTreeMap<String, String>);
+
+impl SecretOptions {
+    /// Whether the property `key` holds a secret.
+    pub fn is_secret(key: &str) -> bool {
+        let key = key.to_ascii_lowercase();
+        ["password", "secret", "key.pem", "oauthbearer.config"].iter().any(|s| key.contains(s))
+    }
+
+    /// `text` with the value of every secret property replaced by `***`: librdkafka repeats
+    /// a property's value in its errors about it.
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for (_, value) in self.0.iter().filter(|(k, v)| Self::is_secret(k) && !v.is_empty()) {
+            text = text.replace(value.as_str(), "***");
+        }
+        text
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<const N: usize> From<[(&str, &str); N]> for SecretOptions {
+    fn from(pairs: [(&str, &str); N]) -> SecretOptions {
+        SecretOptions(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    }
+}
+
+impl fmt::Debug for SecretOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = self.0.iter().map(|(k, v)| (k, if Self::is_secret(k) { "***" } else { v }));
+        f.debug_map().entries(shown).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_kafka_options_are_redacted_everywhere() {
+        let options = SecretOptions::from([
+            ("sasl.password", "s3cret"),
+            ("ssl.key.password", "k3y"),
+            ("sasl.username", "bob"),
+            ("security.protocol", "SASL_SSL"),
+        ]);
+        let debug = format!("{options:?}");
+        assert!(!debug.contains("s3cret") && !debug.contains("k3y"), "{debug}");
+        assert!(debug.contains(r#""sasl.username": "bob""#), "{debug}");
+        assert!(debug.contains(r#""sasl.password": "***""#), "{debug}");
+        let error = "Client config error: Invalid value sasl.password s3cret (k3y)";
+        assert_eq!(
+            options.redact(error),
+            "Client config error: Invalid value sasl.password *** (***)"
+        );
+        assert_eq!(options.redact("bob uses SASL_SSL"), "bob uses SASL_SSL");
+    }
 
     #[test]
     fn passwords_in_malformed_urls_are_redacted_too() {

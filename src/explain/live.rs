@@ -98,8 +98,12 @@ fn kafka(
     use rdkafka::{Offset, TopicPartitionList};
 
     let config = crate::kafka::reader_config(connection, group, start);
-    let consumer: BaseConsumer =
-        config.create().map_err(|e| format!("invalid Kafka consumer settings: {e}"))?;
+    let consumer: BaseConsumer = crate::kafka::create(
+        connection,
+        &config,
+        rdkafka::consumer::DefaultConsumerContext,
+        "consumer",
+    )?;
     let timeout = Duration::from_secs(10);
     let mut partitions = TopicPartitionList::new();
     for topic in topics {

@@ -13,12 +13,15 @@ pub mod sink;
 pub mod source;
 pub mod topology;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::config::{FromClientConfigAndContext, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::watch;
 
 use crate::config::KafkaConnection;
 use crate::telemetry::RateLimit;
@@ -28,11 +31,43 @@ use crate::telemetry::RateLimit;
 pub struct Logging {
     client: String,
     limit: RateLimit,
+    pub refusal: Refusal,
 }
 
 impl Logging {
     pub fn new(client: impl Into<String>) -> Logging {
-        Logging { client: client.into(), limit: RateLimit::new(Duration::from_secs(10), 3) }
+        Logging {
+            client: client.into(),
+            limit: RateLimit::new(Duration::from_secs(10), 3),
+            refusal: Refusal::default(),
+        }
+    }
+}
+
+/// The first refused login of a client. librdkafka reports it only to the client's error
+/// callback and retries forever: no receive and no send fails for it.
+#[derive(Clone, Default)]
+pub struct Refusal(Arc<watch::Sender<Option<String>>>);
+
+impl Refusal {
+    /// What to tell the user, once the broker refused the credentials.
+    pub fn get(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+
+    /// Resolves with what to tell the user once the broker refused the credentials.
+    /// Cancel safe.
+    pub async fn wait(&self) -> String {
+        let text = self.0.subscribe().wait_for(Option::is_some).await.ok().and_then(|t| t.clone());
+        match text {
+            Some(text) => text,
+            // Unreachable: the sender lives as long as `self`.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn set(&self, text: String) {
+        self.0.send_if_modified(|held| held.is_none() && held.replace(text).is_none());
     }
 }
 
@@ -54,11 +89,52 @@ impl ClientContext for Logging {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if access_refused(&error) {
+            if self.refusal.get().is_none() {
+                tracing::error!(client = %self.client, %error, reason,
+                    "Kafka broker refused the credentials");
+                self.refusal.set(refusal(&format!("{error}: {reason}")));
+            }
+            return;
+        }
         if let Some(suppressed) = self.limit.allow() {
             tracing::warn!(client = %self.client, %error, reason, suppressed,
                 "Kafka client reported an error; it keeps retrying");
         }
     }
+}
+
+/// Whether the broker refused the client's credentials or its permissions for the cluster.
+pub(crate) fn access_refused(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(C::Authentication | C::SaslAuthenticationFailed | C::ClusterAuthorizationFailed)
+    )
+}
+
+/// What to tell the user about a refused login: what the broker said and what to check.
+pub(crate) fn refusal(error: &str) -> String {
+    format!(
+        "the broker refused access: {error}; check the connection's sasl.username, \
+         sasl.password, sasl.mechanism and security.protocol options"
+    )
+}
+
+/// Creates a Kafka client of `connection`; the error names `what` failed, with the values
+/// of secret options (which librdkafka repeats) masked.
+pub(crate) fn create<C, T>(
+    connection: &KafkaConnection,
+    config: &ClientConfig,
+    context: C,
+    what: &str,
+) -> Result<T, String>
+where
+    C: ClientContext,
+    T: FromClientConfigAndContext<C>,
+{
+    T::from_config_and_context(config, context)
+        .map_err(|e| connection.options.redact(&format!("invalid Kafka {what} settings: {e}")))
 }
 
 /// A consumer for `group` that commits nothing by itself: what is done is committed by hand.
@@ -91,7 +167,7 @@ pub(crate) fn client_config(
     for (key, value) in defaults {
         config.set(*key, *value);
     }
-    for (key, value) in &connection.options {
+    for (key, value) in connection.options.iter() {
         config.set(key, value);
     }
     config

@@ -19,6 +19,8 @@ use crate::telemetry::Health;
 #[derive(Clone)]
 pub struct KafkaSink {
     producer: FutureProducer<super::Logging>,
+    /// Set once the broker refused the producer's credentials.
+    refusal: super::Refusal,
     /// The part this sink plays (`bridge sink`, `bridge dead_letter`), for readiness.
     role: String,
     health: Arc<Health>,
@@ -50,11 +52,12 @@ impl KafkaSink {
                 ("message.timeout.ms", "30000"),
             ],
         );
-        let producer = config
-            .create_with_context(super::Logging::new(format!("{} producer", connection.name)))
-            .map_err(|e| format!("invalid Kafka producer settings: {e}"))?;
+        let logging = super::Logging::new(format!("{} producer", connection.name));
+        let refusal = logging.refusal.clone();
+        let producer = super::create(connection, &config, logging, "producer")?;
         Ok(KafkaSink {
             producer,
+            refusal,
             role: String::new(),
             health,
             healthy: Arc::default(),
@@ -127,6 +130,9 @@ impl Sink for KafkaSink {
         if let Some(refused) = ledger.refusal() {
             return Err(refused);
         }
+        if let Some(refused) = self.refusal.get() {
+            return Err(DeliveryError::Denied(refused));
+        }
         self.check_topic(topic).await?;
         let mut record: FutureRecord<'_, str, [u8]> =
             FutureRecord::to(topic).headers(encoded.headers);
@@ -147,11 +153,18 @@ impl Sink for KafkaSink {
                 Ok(delivery) => {
                     let sink = self.clone();
                     return Ok(Box::pin(async move {
-                        let result = match delivery.await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err((error, _))) => Err(classify(error)),
-                            Err(_) => {
-                                Err(DeliveryError::Disconnected("the producer was closed".into()))
+                        // A refused login never fails the record itself: librdkafka
+                        // keeps it until `message.timeout.ms` and then reports a timeout.
+                        let result = tokio::select! {
+                            delivered = delivery => match delivered {
+                                Ok(Ok(_)) => Ok(()),
+                                Ok(Err((error, _))) => Err(classify(error)),
+                                Err(_) => Err(DeliveryError::Disconnected(
+                                    "the producer was closed".into(),
+                                )),
+                            },
+                            refused = sink.refusal.wait() => {
+                                Err(DeliveryError::Denied(refused))
                             }
                         };
                         match &result {

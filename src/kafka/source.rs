@@ -116,13 +116,26 @@ impl Source for KafkaSource {
         let mut backoff = Backoff::reconnect();
         // Readiness changes only on a transition, not per record (it takes a lock).
         let mut failing = false;
+        let mut refused = None;
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                text = consumer.context().logging.refusal.wait() => {
+                    refused = Some(text);
+                    break;
+                }
                 next = consumer.recv() => next,
             };
             let record = match next {
                 Ok(record) => record,
+                Err(error) if super::access_refused(&error) => {
+                    // The error callback's report, when it came first, says more.
+                    let logging = &consumer.context().logging;
+                    refused = Some(
+                        logging.refusal.get().unwrap_or_else(|| super::refusal(&error.to_string())),
+                    );
+                    break;
+                }
                 Err(error) => {
                     // librdkafka reconnects by itself; these errors are reports, not failures.
                     if let Some(suppressed) = errors.allow() {
@@ -167,6 +180,11 @@ impl Source for KafkaSource {
         }
         drop(tx);
         drained.cancelled().await;
+        if let Some(refused) = refused {
+            // Nothing was read, so nothing to commit; dropping the consumer blocks.
+            let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+            return Err(refused);
+        }
         // Commit what was stored since the last automatic commit before leaving the group.
         // The commit blocks, and so does dropping the consumer (it leaves the group): both
         // off the async workers.
@@ -216,12 +234,9 @@ impl KafkaSource {
                 ("fetch.wait.max.ms", "100"),
             ],
         );
-        let consumer: Client = config
-            .create_with_context(Context {
-                watermarks,
-                logging: super::Logging::new(format!("{} source", self.bridge)),
-            })
-            .map_err(|e| format!("invalid Kafka consumer settings: {e}"))?;
+        let context =
+            Context { watermarks, logging: super::Logging::new(format!("{} source", self.bridge)) };
+        let consumer: Client = super::create(&self.connection, &config, context, "consumer")?;
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| format!("cannot subscribe to {topics:?}: {e}"))?;
         Ok(consumer)

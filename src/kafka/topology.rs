@@ -12,9 +12,8 @@ pub async fn declare(connection: &KafkaConnection, declare: &DeclareFile) -> Res
         return Ok(());
     }
     let logging = super::Logging::new(format!("{} admin", connection.name));
-    let admin: AdminClient<super::Logging> = super::client_config(connection, &[])
-        .create_with_context(logging)
-        .map_err(|e| format!("invalid Kafka admin settings: {e}"))?;
+    let config = super::client_config(connection, &[]);
+    let admin: AdminClient<super::Logging> = super::create(connection, &config, logging, "admin")?;
     let topics: Vec<NewTopic<'_>> = declare
         .topics
         .iter()

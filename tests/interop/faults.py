@@ -49,6 +49,10 @@ class Tansu:
         self.dir = workdir / f"tansu-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = None
+        # With `authentication`, clients must log in (SASL SCRAM); `client` then holds the
+        # properties the readiness check logs in with.
+        self.authentication = False
+        self.client = {}
 
     def start(self, timeout=30):
         url = f"tcp://127.0.0.1:{self.port}"
@@ -59,6 +63,7 @@ class Tansu:
                 "--listener-url", url,
                 "--advertised-listener-url", f"tcp://127.0.0.1:{self.advertised_port}",
                 "--storage-engine", "sqlite://tansu.db",
+                *(["--authentication"] if self.authentication else []),
             ],
             cwd=self.dir,
             stdout=log,
@@ -69,7 +74,7 @@ class Tansu:
         return self
 
     def wait_ready(self, timeout=30):
-        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.port}", "log_level": 0})
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.port}", "log_level": 0, **self.client})
 
         def answers():
             if self.proc.poll() is not None:

@@ -11,6 +11,7 @@ import pika
 import pytest
 
 from conftest import KAFKA_BROKERS, RABBIT_URL, create_topic, unique, wait_until
+from faults import TANSU_BIN, tansu  # noqa: F401 (fixture)
 from wire091 import typed_get
 
 RETRY = {"initial_backoff": "20ms", "max_backoff": "200ms", "multiplier": 2.0}
@@ -144,6 +145,72 @@ def test_refused_credentials_on_an_amqp10_source_stop_that_bridge_only(portico, 
     p, line = source_refused(portico, rabbit, source, f'"wrong": {json.dumps(R10_WRONG)}')
     print(line)
     assert "refused access" in line and "check the user" in line
+
+
+SCRAM = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "portico"}
+SCRAM_PASSWORD = "the-right-password"
+
+
+@pytest.fixture
+def scram_tansu(tansu):  # noqa: F811 (the fixture imported above)
+    """A Tansu of this test's own that requires SASL SCRAM-SHA-512: the user and a topic are
+    made while it runs without authentication, then it restarts with `--authentication` on
+    the same sqlite storage. The `tansu` fixture kills it at teardown."""
+    kafka = tansu().start()
+    subprocess.run(
+        [TANSU_BIN, "user", "create", "--broker", f"tcp://{kafka.brokers}", "--mechanism", "scram512",
+         SCRAM["sasl.username"], SCRAM_PASSWORD],
+        check=True, capture_output=True, timeout=30,
+    )
+    kafka.topic = create_topic(unique("scram"), brokers=kafka.brokers)
+    kafka.stop()
+    kafka.authentication = True
+    kafka.client = {**SCRAM, "sasl.password": SCRAM_PASSWORD}
+    return kafka.start()
+
+
+def test_refused_kafka_credentials_stop_that_bridge_only(portico, rabbit, scram_tansu):
+    """A Kafka sink and a Kafka source with a wrong password stop their bridges, /readyz
+    names them and says what to fix; the bridges with the right password carry messages
+    through the same broker and topic."""
+    kafka = scram_tansu
+    topic, group = kafka.topic, unique("g")
+    out_src, in_dst, never = (rabbit.queue(unique(n)) for n in ("out-src", "in-dst", "never"))
+    broken_src = rabbit.queue(unique("broken-src"))
+    good_out, good_in, bad_sink, bad_source = (unique(n) for n in ("out", "in", "bad-sink", "bad-source"))
+    right = {"protocol": "kafka", "brokers": kafka.brokers, "options": {**SCRAM, "sasl.password": SCRAM_PASSWORD}}
+    wrong = {"protocol": "kafka", "brokers": kafka.brokers, "options": {**SCRAM, "sasl.password": "not-the-password"}}
+    bridges = [
+        {"name": bad_sink, "source": {"connection": "rabbit", "queue": broken_src},
+         "sink": {"connection": "wrong", "topic": topic}, "retry": RETRY},
+        {"name": bad_source, "source": {"connection": "wrong", "topics": [topic], "group": unique("g")},
+         "sink": {"connection": "rabbit", "exchange": "", "routing_key": never}},
+        {"name": good_out, "source": {"connection": "rabbit", "queue": out_src},
+         "sink": {"connection": "right", "topic": topic, "key": "{message_id}"}},
+        {"name": good_in, "source": {"connection": "right", "topics": [topic], "group": group, "start": "earliest"},
+         "sink": {"connection": "rabbit", "exchange": "", "routing_key": in_dst}},
+    ]
+    publish(broken_src, 5, prefix="never")
+    extra = f'"right": {json.dumps(right)}, "wrong": {json.dumps(wrong)}'
+    p = portico(config(bridges).replace("connections: {", "connections: {" + extra + ", ", 1), ready=False)
+
+    for part in (f"{bad_sink} sink", f"{bad_source} source"):
+        line = wait_stopped(p, part)
+        print(line)
+        assert "refused access" in line and "authentication" in line.lower(), line
+        assert "sasl.password" in line, "says what to fix"
+
+    publish(out_src, 5, prefix="sasl")
+    got = rabbit.get(in_dst, 5, timeout=60)
+    assert sorted(props.message_id for _, props, _ in got) == [f"sasl-{n}" for n in range(5)]
+    assert sorted(body for _, _, body in got) == [f"sasl-{n}".encode() for n in range(5)]
+    assert p.proc.poll() is None
+    # The refused sink acked nothing; the refused source delivered nothing.
+    wait_until(lambda: rabbit.depth(broken_src) == 5, 30, f"5 messages back on {broken_src}")
+    assert rabbit.depth(never) == 0 and rabbit.depth(in_dst) == 0
+    assert metric(p, "portico_messages_dead_lettered_total") == 0
+    assert p.stop() == 0
+    assert "not-the-password" not in p.log() and SCRAM_PASSWORD not in p.log(), "no secrets in the log"
 
 
 def rabbitmqctl(*args):
