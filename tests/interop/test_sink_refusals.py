@@ -268,3 +268,37 @@ def test_a_full_target_queue_keeps_the_rest_in_the_source(portico, rabbit, kind)
     assert rabbit.depth(dlq) == 0
     assert p.stop() == 0
     wait_until(source.settled_all(total), 15, "the source settled")
+
+
+def test_each_returned_message_is_matched_to_its_own_publish(portico, rabbit):
+    """A basic.return names no delivery tag, and RabbitMQ may ack an unroutable publish with a
+    `multiple` ack that covers its neighbours: lapin then hands the returned message to any of
+    them. Every third of 300 messages is unroutable: exactly those are dead-lettered, exactly
+    the others arrive, each once."""
+    queue = rabbit.queue(unique("ret-src"))
+    target, dlq = rabbit.queue(unique("ret-dst")), rabbit.queue(unique("ret-dlq"))
+    exchange = unique("ret-ex")
+    rabbit.ch.exchange_declare(exchange, "direct", durable=False, auto_delete=False)
+    rabbit.ch.queue_bind(target, exchange, "good")
+    total = 300
+    unroutable = {f"m-{n}" for n in range(total) if n % 3 == 1}
+    try:
+        bridge = {"name": unique("ret"), "source": {"connection": "rabbit", "queue": queue},
+                  "sink": {"connection": "rabbit", "exchange": exchange,
+                           "routing_key": "{header.key}"},
+                  "dead_letter": {"connection": "rabbit", "exchange": "", "routing_key": dlq}}
+        conns = {"rabbit": {"protocol": "amqp091", "url": RABBIT_URL}}
+        p = portico(f"connections: {json.dumps(conns)}\nbridges: {json.dumps([bridge])}\n")
+        for n in range(total):
+            key = "nowhere" if f"m-{n}" in unroutable else "good"
+            rabbit.publish(queue, f"m-{n}".encode(), message_id=f"m-{n}", headers={"key": key})
+        wait_until(lambda: rabbit.depth(target) + rabbit.depth(dlq) >= total, 30,
+                   f"all {total} delivered or dead-lettered\n{p.log()[-2000:]}")
+        delivered = [props.message_id for _, props, _ in rabbit.get(target, rabbit.depth(target))]
+        dead = [props.message_id for _, props, _, _ in typed_get(rabbit, dlq, rabbit.depth(dlq))]
+    finally:
+        rabbit.ch.exchange_delete(exchange)
+    assert sorted(dead) == sorted(unroutable), "exactly the unroutable ones are dead-lettered"
+    assert sorted(delivered) == sorted(f"m-{n}" for n in range(total) if f"m-{n}" not in unroutable)
+    assert p.stop() == 0
+    assert rabbit.depth(queue) == 0
