@@ -9,6 +9,7 @@
 //! channel closes. portico acknowledges a delivery only after the sink confirmed it.
 
 pub mod codec;
+mod confirm_book;
 pub mod sink;
 pub mod source;
 pub mod topology;

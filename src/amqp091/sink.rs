@@ -1,19 +1,18 @@
 //! Publishing to AMQP 0-9-1 with publisher confirms.
 
 use async_trait::async_trait;
-use futures::future::Either;
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::types::ShortString;
 use lapin::{Channel, Connection};
 use std::collections::HashSet;
-use std::future::Future as _;
 use std::sync::Arc;
 use std::task::Poll;
 use tokio::sync::Mutex;
 
 use super::codec;
+use super::confirm_book::{ConfirmBook, Published, Writing};
 use crate::config::{Persistence, SecretUrl, secret::redact};
 use crate::connector::{DeliveryError, Pending, Sink};
 use crate::pipeline::{Envelope, Ledger, Route};
@@ -30,6 +29,8 @@ pub struct Amqp091Sink {
     session: Mutex<Option<(Connection, Channel)>>,
     /// Exchanges seen to exist (see `check_exchange`).
     known_exchanges: std::sync::Mutex<HashSet<String>>,
+    /// The publishes of the current channel awaiting their verdict (see `confirm_book`).
+    book: std::sync::Mutex<Arc<ConfirmBook>>,
 }
 
 impl Amqp091Sink {
@@ -48,6 +49,7 @@ impl Amqp091Sink {
             health,
             session: Mutex::new(None),
             known_exchanges: std::sync::Mutex::default(),
+            book: std::sync::Mutex::default(),
         }
     }
 
@@ -113,6 +115,10 @@ impl Amqp091Sink {
                 tracing::info!(sink = %self.role, url = %self.url, "Connected AMQP 0-9-1 sink");
                 self.health.ready(&self.role);
                 *session = Some((connection, channel.clone()));
+                // The old channel's publishes fail with it; the new one starts a new book.
+                if let Ok(mut book) = self.book.lock() {
+                    *book = Arc::default();
+                }
                 Ok(channel)
             }
             Err(error) => {
@@ -163,7 +169,12 @@ impl Sink for Amqp091Sink {
         // mandatory: an unroutable message comes back as basic.return instead of vanishing.
         let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
         let body = envelope.body.clone();
-        let mut publish = Box::pin(async move {
+        let published = Published {
+            exchange: exchange.clone(),
+            routing_key: routing_key.clone(),
+            body: body.clone(),
+        };
+        let mut publish: Writing = Box::pin(async move {
             channel.basic_publish(exchange, routing_key, options, &body, properties).await
         });
         // Both steps happen in the first poll, which queues the frames for lapin's I/O thread.
@@ -171,14 +182,17 @@ impl Sink for Amqp091Sink {
         // returned future, so the next message is queued behind this one at once and the I/O
         // thread writes many publishes per wake-up instead of one.
         let first = std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await;
-        drop(session);
-        let written = match first {
-            Poll::Ready(written) => Either::Left(std::future::ready(written)),
-            Poll::Pending => Either::Right(publish),
+        let writing = match first {
+            Poll::Ready(written) => Box::pin(std::future::ready(written)),
+            Poll::Pending => publish,
         };
+        // Entered under the lock, so the book holds every publish the broker may ack before
+        // this one's confirm is looked at.
+        let book = self.book.lock().map(|b| b.clone()).unwrap_or_default();
+        let claim = book.enter(writing, published);
+        drop(session);
         Ok(Box::pin(async move {
-            let confirm = written.await.map_err(|e| classify(&e.to_string()))?;
-            match confirm.await {
+            match claim.await {
                 Ok(Confirmation::Ack(None)) => Ok(()),
                 Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned))) => {
                     Err(DeliveryError::Unroutable {
