@@ -243,14 +243,7 @@ impl Replay {
                 Ok(Some(Err(error))) => anyhow::bail!("cannot read topic {topic:?}: {error}"),
                 Ok(Some(Ok(record))) => record,
             };
-            let facts = crate::kafka::codec::RecordFacts {
-                topic: record.topic(),
-                partition: record.partition(),
-                offset: record.offset(),
-                key: record.key(),
-                timestamp: record.timestamp(),
-            };
-            let envelope = crate::kafka::codec::decode(record.payload(), record.headers(), facts);
+            let envelope = crate::kafka::codec::decode_record(&record);
             let (partition, offset) = (record.partition(), record.offset());
             let verdict = self.one(envelope).await?;
             let open = open.entry(partition).or_insert(true);

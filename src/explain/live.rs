@@ -94,7 +94,6 @@ fn kafka(
     count: usize,
 ) -> Result<Vec<(String, Envelope)>, String> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
     use rdkafka::{Offset, TopicPartitionList};
 
     let config = crate::kafka::reader_config(connection, group, start);
@@ -136,14 +135,7 @@ fn kafka(
     while taken.len() < count && std::time::Instant::now() < deadline {
         let Some(polled) = consumer.poll(Duration::from_millis(200)) else { continue };
         let record = polled.map_err(|e| format!("cannot read a record: {e}"))?;
-        let facts = crate::kafka::codec::RecordFacts {
-            topic: record.topic(),
-            partition: record.partition(),
-            offset: record.offset(),
-            key: record.key(),
-            timestamp: record.timestamp(),
-        };
-        let envelope = crate::kafka::codec::decode(record.payload(), record.headers(), facts);
+        let envelope = crate::kafka::codec::decode_record(&record);
         taken.push((envelope.origin.coordinates(), envelope));
     }
     Ok(taken)

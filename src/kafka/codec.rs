@@ -214,6 +214,18 @@ pub struct RecordFacts<'a> {
     pub timestamp: Timestamp,
 }
 
+/// Decodes one consumed record, with its topic, partition, offset, key and timestamp.
+pub fn decode_record<M: rdkafka::Message>(record: &M) -> Envelope {
+    let facts = RecordFacts {
+        topic: record.topic(),
+        partition: record.partition(),
+        offset: record.offset(),
+        key: record.key(),
+        timestamp: record.timestamp(),
+    };
+    decode(record.payload(), record.headers(), facts)
+}
+
 /// Decodes one record. Never fails: a header whose recorded type does not match its text is
 /// kept as it arrived (string or bytes) rather than dropped.
 pub fn decode<H: Headers>(

@@ -10,7 +10,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{self, RecordFacts};
+use super::codec;
 use crate::backoff::{Backoff, pause};
 use crate::config::KafkaConnection;
 use crate::connector::{Received, Settle, Source};
@@ -155,14 +155,7 @@ impl Source for KafkaSource {
                 backoff.reset();
                 self.health.ready(&part);
             }
-            let facts = RecordFacts {
-                topic: record.topic(),
-                partition: record.partition(),
-                offset: record.offset(),
-                key: record.key(),
-                timestamp: record.timestamp(),
-            };
-            let envelope = codec::decode(record.payload(), record.headers(), facts);
+            let envelope = codec::decode_record(&record);
             watermarks.begin(record.topic(), record.partition(), record.offset());
             let settle = KafkaSettle {
                 consumer: consumer.clone(),
