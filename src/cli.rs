@@ -236,7 +236,9 @@ fn replay(path: &std::path::Path, options: crate::replay::Options) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    match runtime.block_on(crate::replay::run(model, options)) {
+    let result = runtime.block_on(crate::replay::run(model, options));
+    runtime.shutdown_timeout(LEFTOVER_WORK_DEADLINE);
+    match result {
         Ok(tally) => {
             println!("{tally}");
             if tally.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) }
@@ -275,7 +277,9 @@ fn run(path: &std::path::Path) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    match runtime.block_on(crate::app::run(model)) {
+    let result = runtime.block_on(crate::app::run(model));
+    runtime.shutdown_timeout(LEFTOVER_WORK_DEADLINE);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "Gateway failed");
@@ -291,6 +295,10 @@ fn load(path: &std::path::Path) -> Result<crate::config::Model, ExitCode> {
         ExitCode::from(2)
     })
 }
+
+/// How long the process waits, once done, for blocking client calls it gave up on (a Kafka
+/// consumer leaving its group through a broker that stopped answering) before it exits.
+const LEFTOVER_WORK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The multi-threaded runtime the gateway and `dlq replay` run on.
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {

@@ -107,15 +107,32 @@ impl Bridge {
                  deadline; they will be delivered again");
         }
         drained.cancel();
-        // A source that cannot go on (refused credentials) has ended intake already.
-        if let Ok(Err(error)) = source.await {
-            if let Ok(mut fatal) = shared.fatal.lock() {
-                fatal.get_or_insert((format!("{} source", self.name), error));
+        // Closing waits on the brokers (close-ok, detach, the last acks and offset commits).
+        // One that stopped answering must not hold the process: the source and the sinks
+        // close together, for at most CLOSE_DEADLINE, and what is left is dropped.
+        let mut source = source;
+        let closes = async {
+            let dead_letter = async {
+                if let Some(dl) = &shared.dead_letter {
+                    dl.sink.flush(deadline).await;
+                }
+            };
+            tokio::join!(&mut source, shared.sink.flush(deadline), dead_letter).0
+        };
+        match tokio::time::timeout(CLOSE_DEADLINE, closes).await {
+            // A source that cannot go on (refused credentials) has ended intake already.
+            Ok(Ok(Err(error))) => {
+                if let Ok(mut fatal) = shared.fatal.lock() {
+                    fatal.get_or_insert((format!("{} source", self.name), error));
+                }
             }
-        }
-        shared.sink.flush(deadline).await;
-        if let Some(dl) = &shared.dead_letter {
-            dl.sink.flush(deadline).await;
+            Ok(_) => {}
+            Err(_) => {
+                source.abort();
+                tracing::warn!(bridge = %self.name, waited = ?CLOSE_DEADLINE,
+                    "Connections did not close in time; dropped them (a broker stopped \
+                     answering; unacknowledged messages will be delivered again)");
+            }
         }
         let fatal = shared.fatal.lock().ok().and_then(|mut f| f.take());
         match fatal {
@@ -127,6 +144,9 @@ impl Bridge {
         }
     }
 }
+
+/// How long a bridge waits for its source and sinks to close once its messages are settled.
+pub const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The rest of one message's way once it is emitted: its confirmation, retries, settling.
 type Confirmation = BoxFuture<'static, ()>;
@@ -289,6 +309,17 @@ mod tests {
         let (ready, report) = health.report();
         assert!(!ready);
         assert!(report.contains("b source: stopped: the broker refused access"), "{report}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sink_that_never_closes_does_not_hold_shutdown() {
+        let (mut bridge, log) = bridge(vec![message("1", Some("a"))], vec![], false);
+        bridge.sink = Arc::new(Unclosable(bridge.sink.clone()));
+        let started = tokio::time::Instant::now();
+        run_until(bridge, &log, &["accept"], 1).await.expect("the bridge stops cleanly");
+        let took = started.elapsed();
+        assert!(took >= CLOSE_DEADLINE && took < CLOSE_DEADLINE * 2, "{took:?}");
+        assert_eq!(lines(&log, "accept"), ["accept 1"]);
     }
 
     #[tokio::test(start_paused = true)]

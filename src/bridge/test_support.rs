@@ -114,6 +114,26 @@ impl Sink for FakeSink {
     async fn flush(&self, _deadline: Duration) {}
 }
 
+/// Sends through the sink it wraps and never finishes closing: a broker that stopped
+/// answering.
+pub(super) struct Unclosable(pub(super) Arc<dyn Sink>);
+
+#[async_trait]
+impl Sink for Unclosable {
+    async fn emit(
+        &self,
+        envelope: &Envelope,
+        route: &Route,
+        ledger: &mut Ledger,
+    ) -> Result<Pending, DeliveryError> {
+        self.0.emit(envelope, route, ledger).await
+    }
+
+    async fn flush(&self, _deadline: Duration) {
+        std::future::pending::<()>().await
+    }
+}
+
 pub(super) fn message(id: &str, key: Option<&str>) -> Envelope {
     let mut env = Envelope::default();
     env.headers.push(("id".into(), Value::String(id.into())));

@@ -100,7 +100,12 @@ class Portico:
         """SIGTERM, then the exit code."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"portico did not exit within {timeout} s of SIGTERM:\n"
+                                 f"{self.log()[-6000:]}") from None
 
     def kill(self):
         self.proc.send_signal(signal.SIGKILL)

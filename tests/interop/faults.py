@@ -134,8 +134,14 @@ class SlowLink:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.closed = threading.Event()
+        self.silent = threading.Event()
         self.sockets = []
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def silence(self):
+        """From now on the target's bytes are dropped, its sockets kept open: a peer that
+        stops answering without closing (a hung broker, a half-dead network path)."""
+        self.silent.set()
 
     def _accept(self):
         while not self.closed.is_set():
@@ -175,6 +181,8 @@ class SlowLink:
                 data = src.recv(65536)
             except OSError:
                 data = b""
+            if data and self.silent.is_set():
+                continue
             chunks.put((time.monotonic() + delay, data or None))
             if not data:
                 return

@@ -359,6 +359,48 @@ def test_sigterm_under_load_drains_without_duplicates(portico, rabbit, tansu, sl
     print(f"DUPLICATES SIGTERM {link}: {duplicates}")
 
 
+def test_sigterm_with_silent_brokers_still_exits(portico, rabbit, slow_link):
+    """Every connection of two bridges (0-9-1 -> 1.0 and 1.0 -> 0-9-1, through RabbitMQ) goes
+    through a link that stops forwarding the broker's bytes while keeping the sockets open.
+    On SIGTERM no close can be answered: portico still exits, within the shutdown timeout
+    plus a bounded wait for the closes, and says which connections it gave up on."""
+    q091, q10, t10, t091 = (rabbit.queue(unique(n)) for n in ("sil-a", "sil-b", "sil-c", "sil-d"))
+    links = [slow_link(5672, 0) for _ in range(4)]
+    a, b, c, d = (f"127.0.0.1:{link.port}" for link in links)
+    url = lambda host: RABBIT_URL.replace("127.0.0.1:5672", host)  # noqa: E731
+    config = f"""
+connections:
+  a: {{ protocol: amqp091, url: "{url(a)}" }}
+  b: {{ protocol: amqp10, url: "amqp://guest:guest@{b}", flavor: rabbitmq }}
+  c: {{ protocol: amqp10, url: "amqp://guest:guest@{c}", flavor: rabbitmq }}
+  d: {{ protocol: amqp091, url: "{url(d)}" }}
+bridges:
+  - name: {unique("sil-out")}
+    source: {{ connection: a, queue: {q091} }}
+    sink: {{ connection: b, queue: {t10} }}
+  - name: {unique("sil-in")}
+    source: {{ connection: c, queue: {q10} }}
+    sink: {{ connection: d, exchange: "", routing_key: {t091} }}
+shutdown_timeout: 2s
+"""
+    p = portico(config)
+    for n in range(3):
+        rabbit.publish(q091, f"out-{n}".encode(), message_id=f"o-{n}")
+        rabbit.publish(q10, f"in-{n}".encode(), message_id=f"i-{n}")
+    assert sorted(body for _, _, body in rabbit.get(t10, 3)) == [b"out-0", b"out-1", b"out-2"]
+    assert sorted(body for _, _, body in rabbit.get(t091, 3)) == [b"in-0", b"in-1", b"in-2"]
+    wait_until(lambda: rabbit.depth(q091) == 0 and rabbit.depth(q10) == 0, 30, "sources acked")
+    for link in links:
+        link.silence()
+    started = time.monotonic()
+    code = p.stop(timeout=20)
+    took = time.monotonic() - started
+    print(f"SIGTERM with silent brokers: exit code {code} after {took:.1f}s")
+    assert code == 0, p.log()[-3000:]
+    assert took < 12, f"took {took:.1f}s: 2 s to settle, at most 5 s for the closes"
+    assert "did not close in time" in p.log(), p.log()[-3000:]
+
+
 def test_kafka_down_at_startup(portico, rabbit, tansu):
     """Kafka absent at startup: /readyz says what is waiting, RabbitMQ keeps the messages, and
     portico declares the topic and delivers everything once Kafka appears."""
