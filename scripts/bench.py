@@ -407,6 +407,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--direction", action="append", choices=DIRECTIONS)
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help="only the two memory figures")
     parser.add_argument("--soak", type=float, metavar="SECONDS", help="RSS over a long run only")
     args = parser.parse_args()
     directions = args.direction or DIRECTIONS
@@ -421,13 +422,17 @@ def main():
               f"{min(settled):.1f}-{max(settled):.1f} MiB, at the end {samples[-1][1]:.1f} MiB")
         return
 
+    if args.memory_only:
+        directions = []
     rows = {d: [] for d in directions}
     mem = []
     for rep in range(args.repeat):
         rabbit, topics = Rabbit(), []
         try:
-            ceiling = ceilings(args.count, args.size, rabbit, topics, any("kafka" in d for d in directions))
-            rabbit.cleanup()
+            if directions:
+                ceiling = ceilings(args.count, args.size, rabbit, topics,
+                                   any("kafka" in d for d in directions))
+                rabbit.cleanup()
             for d in directions:
                 row = throughput(d, args.count, args.size, rabbit, topics)
                 row["ceiling"] = ceiling_of(d, ceiling)
@@ -445,6 +450,14 @@ def main():
             rabbit.cleanup()
             delete_topics(topics)
 
+    if directions:
+        table(directions, rows, args)
+    if mem:
+        print(f"memory: idle with three bridges {median([x['idle_rss'] for x in mem]):.1f} MiB RSS; "
+              f"10 000 in flight {median([x['inflight_peak_rss'] for x in mem]):.1f} MiB peak RSS")
+
+
+def table(directions, rows, args):
     print(f"\n{args.count} x {args.size} B persistent, median of {args.repeat}; "
           f"latency at {args.rate:.0f} msg/s; ratios taken within each run\n")
     header = (f"{'direction':16} {'msg/s':>8} {'vs shovel':>9} {'vs ceiling':>10} {'ceiling':>8} "
@@ -462,9 +475,6 @@ def main():
     for d in directions:
         if d in SHOVELLED:
             print(f"shovel {d}: {median([r['shovel'] for r in rows[d]]):.0f} msg/s")
-    if mem:
-        print(f"memory: idle with three bridges {median([x['idle_rss'] for x in mem]):.1f} MiB RSS; "
-              f"10 000 in flight {median([x['inflight_peak_rss'] for x in mem]):.1f} MiB peak RSS")
 
 
 if __name__ == "__main__":
