@@ -309,11 +309,24 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=error,rdkafka=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    const DEFAULT: &str = "info,lapin=error,rdkafka=warn";
+    let asked = std::env::var("PORTICO_LOG").ok();
+    let parsed = asked.as_deref().map(str::parse::<Targets>);
+    let targets = match &parsed {
+        Some(Ok(targets)) => targets.clone(),
+        _ => DEFAULT.parse().unwrap_or_else(|_| Targets::new()),
+    };
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.finish().with(targets).init(),
+        LogFormat::Json => builder.json().flatten_event(true).finish().with(targets).init(),
+    }
+    if let (Some(asked), Some(Err(error))) = (asked, parsed) {
+        tracing::warn!(value = %asked, %error, default = DEFAULT,
+            "Ignoring PORTICO_LOG: write it as LEVEL,TARGET=LEVEL,... (e.g. info,portico=debug)");
     }
 }
