@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp10::{sink::Amqp10Sink, source::Amqp10Source};
@@ -59,40 +61,65 @@ pub async fn run(model: Model) -> anyhow::Result<()> {
         let waits: Vec<_> =
             connections_of(bridge).filter_map(|c| declared.get(c).cloned()).collect();
         let (shutdown, deadline) = (shutdown.clone(), model.shutdown_timeout);
-        tasks.push(tokio::spawn(async move {
-            for done in waits {
-                tokio::select! {
-                    _ = done.cancelled() => {}
-                    _ = shutdown.cancelled() => return false,
+        tasks.push((
+            bridge.name.clone(),
+            tokio::spawn(async move {
+                for done in waits {
+                    tokio::select! {
+                        _ = done.cancelled() => {}
+                        _ = shutdown.cancelled() => return false,
+                    }
                 }
-            }
-            tracing::info!(bridge = %name, "Bridge started");
-            let result = runner.run(shutdown, deadline).await;
-            if let Err(error) = &result {
-                // The one log line for a bridge that had to stop; the others keep running.
-                tracing::error!(bridge = %name, %error, "Bridge stopped");
-            }
-            result.is_err()
-        }));
+                tracing::info!(bridge = %name, "Bridge started");
+                let result = runner.run(shutdown, deadline).await;
+                if let Err(error) = &result {
+                    // The one log line for a bridge that had to stop; the others keep running.
+                    tracing::error!(bridge = %name, %error, "Bridge stopped");
+                }
+                result.is_err()
+            }),
+        ));
     }
     health.ready("telemetry");
 
     wait_for_signal().await;
     tracing::info!("Shutting down: stopping intake and settling in-flight messages");
     shutdown.cancel();
+    // Each bridge bounds its own settling and closing; this is the backstop for a step that
+    // waits on a broker without a bound of its own (a publish blocked by the broker).
+    let limit = model.shutdown_timeout + crate::bridge::CLOSE_DEADLINE + STOP_MARGIN;
+    let failed = stop_all(tasks, limit).await;
+    let _ = telemetry.await;
+    tracing::info!(failed, "Stopped");
+    Ok(())
+}
+
+/// What a bridge gets beyond its shutdown timeout and close deadline before it is abandoned.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// Waits for every bridge task until `limit` from now; abandons the rest. Returns how many
+/// bridges stopped on an error, panicked or had to be abandoned.
+async fn stop_all(tasks: Vec<(String, JoinHandle<bool>)>, limit: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + limit;
     let mut failed = 0;
-    for task in tasks {
-        match task.await {
-            Ok(stopped) => failed += usize::from(stopped),
-            Err(error) => {
-                tracing::error!(%error, "A bridge task panicked");
+    for (bridge, task) in tasks {
+        let abort = task.abort_handle();
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(stopped)) => failed += usize::from(stopped),
+            Ok(Err(error)) => {
+                tracing::error!(%bridge, %error, "A bridge task panicked");
+                failed += 1;
+            }
+            Err(_) => {
+                abort.abort();
+                tracing::error!(%bridge, waited = ?limit,
+                    "Bridge did not stop in time; abandoned it (its unsettled messages stay \
+                     with the source broker and will be delivered again)");
                 failed += 1;
             }
         }
     }
-    let _ = telemetry.await;
-    tracing::info!(failed, "Stopped");
-    Ok(())
+    failed
 }
 
 fn connections_of(bridge: &crate::config::BridgeModel) -> impl Iterator<Item = &str> {
@@ -240,5 +267,26 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bridge_that_never_stops_is_abandoned_at_the_limit() {
+        let stuck = tokio::spawn(std::future::pending::<bool>());
+        let clean = tokio::spawn(async { false });
+        let stopped_on_error = tokio::spawn(async { true });
+        let tasks = vec![
+            ("stuck".to_owned(), stuck),
+            ("clean".to_owned(), clean),
+            ("error".to_owned(), stopped_on_error),
+        ];
+        let started = tokio::time::Instant::now();
+        let failed = stop_all(tasks, Duration::from_secs(20)).await;
+        assert_eq!(failed, 2, "the abandoned bridge and the one that stopped on an error");
+        assert_eq!(started.elapsed(), Duration::from_secs(20));
     }
 }

@@ -19,6 +19,8 @@ mod intake;
 #[cfg(test)]
 mod test_support;
 
+pub use intake::CLOSE_DEADLINE;
+
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
