@@ -85,15 +85,27 @@ impl Link {
 pub async fn open(connection: &Amqp10Connection, container_id: &str) -> Result<Link, String> {
     let url = url::Url::parse(connection.url.expose())
         .map_err(|e| format!("invalid AMQP 1.0 URL {}: {e}", connection.url.redacted()))?;
+    let host = url.host_str().unwrap_or_default();
     let mut builder = Connection::builder()
         .container_id(container_id)
         .max_frame_size(connection.max_frame_size)
-        .idle_time_out(u32::try_from(connection.idle_timeout.as_millis()).unwrap_or(u32::MAX));
-    if url.username().is_empty() {
-        builder = builder.sasl_profile(SaslProfile::Anonymous);
-    }
+        .idle_time_out(u32::try_from(connection.idle_timeout.as_millis()).unwrap_or(u32::MAX))
+        .scheme(url.scheme())
+        .hostname(host)
+        .sasl_hostname(host)
+        .domain(url.domain());
+    builder = match credentials(&url) {
+        Some((username, password)) => {
+            builder.sasl_profile(SaslProfile::Plain { username, password })
+        }
+        None => builder.sasl_profile(SaslProfile::Anonymous),
+    };
     // A peer that accepts TCP but never answers must not hold a bridge forever.
-    let mut handle = match tokio::time::timeout(CONNECT_TIMEOUT, builder.open(url)).await {
+    let opening = async {
+        let stream = connect_tcp(&url).await?;
+        builder.open_with_stream(stream).await.map_err(|e| e.to_string())
+    };
+    let mut handle = match tokio::time::timeout(CONNECT_TIMEOUT, opening).await {
         Ok(opened) => opened.map_err(|e| redact(&format!("{}: {e}", connection.url)))?,
         Err(_) => return Err(format!("{}: no answer within {CONNECT_TIMEOUT:?}", connection.url)),
     };
@@ -106,9 +118,40 @@ pub async fn open(connection: &Amqp10Connection, container_id: &str) -> Result<L
     }
 }
 
+/// The TCP connection under an AMQP 1.0 connection, with Nagle's algorithm off: a flow
+/// frame granting credit must not wait behind the dispositions just written for the peer's
+/// delayed ACK (about 40 ms on Linux, once per credit window).
+async fn connect_tcp(url: &url::Url) -> Result<tokio::net::TcpStream, String> {
+    let port = url.port_or_known_default().unwrap_or(match url.scheme() {
+        "amqps" => 5671,
+        _ => 5672,
+    });
+    let host = url.host_str().ok_or("the URL names no host")?;
+    let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
+    Ok(stream)
+}
+
+/// The user and password in `url`, percent-decoded; `None` for a URL without a user.
+fn credentials(url: &url::Url) -> Option<(String, String)> {
+    if url.username().is_empty() {
+        return None;
+    }
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    Some((decode(url.username()), decode(url.password().unwrap_or_default())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_percent_decoded() {
+        let url = url::Url::parse("amqp://us%40er:p%3Ass%2Fw@h:5672").expect("url");
+        assert_eq!(credentials(&url), Some(("us@er".to_owned(), "p:ss/w".to_owned())));
+        let anonymous = url::Url::parse("amqp://h:5672").expect("url");
+        assert_eq!(credentials(&anonymous), None);
+    }
 
     #[test]
     fn addresses_follow_the_flavor() {
