@@ -11,9 +11,11 @@ For each direction, in one run:
 - **RabbitMQ Shovel** (0-9-1 → 0-9-1 and 1.0 → 0-9-1): a dynamic shovel, `ack-mode:
   on-confirm`, prefetch 1000, on the same kind of queues with the same preload, timed from
   the first to the last message in the target queue;
-- **broker ceilings**: the client libraries portico uses (lapin, rdkafka), alone, producing
-  into and consuming from each broker (`examples/bench_client.rs`); a direction's ceiling is
-  the slower of consuming its source and producing into its target.
+- **broker ceilings**: the client libraries portico uses (lapin, fe2o3-amqp, rdkafka), alone,
+  producing into and consuming from each broker (`examples/bench_client.rs`); a direction's
+  ceiling is the slower of consuming its source and producing into its target. An AMQP 1.0
+  source's ceiling is fe2o3-amqp consuming the queue (loaded through 0-9-1) over RabbitMQ's
+  AMQP 1.0 plugin with credit 1000, as portico's source does.
 
 Then, once per run, memory: RSS with three idle bridges, and peak RSS with 10 000 messages in
 flight. Every figure is repeated REPEAT times and the median printed; ratios are taken
@@ -280,14 +282,20 @@ def shovel(direction, count, size, rabbit):
         subprocess.run(["rabbitmqctl", "-q", "clear_parameter", "shovel", name], capture_output=True)
 
 
-def ceilings(count, size, rabbit, topics, kafka):
-    """The client libraries alone: produce into and consume from each broker."""
+def ceilings(count, size, rabbit, topics, kafka, amqp10):
+    """The client libraries alone: produce into and consume from each broker. With `amqp10`,
+    also consume a queue over AMQP 1.0, loaded through 0-9-1 as the throughput runs load it."""
     queue = unique("ceiling")
     rabbit.declare(queue)
     rates = {
         "amqp_produce": client("produce", "amqp", queue, count, size)["rate"],
         "amqp_consume": client("consume", "amqp", queue, count)["rate"],
     }
+    if amqp10:
+        queue = unique("ceiling")
+        rabbit.declare(queue)
+        preload("amqp10", queue, count, size)
+        rates["amqp10_consume"] = client("consume", "amqp10", queue, count)["rate"]
     if kafka:
         topic = unique("ceiling")
         create_topic(topic)
@@ -299,7 +307,8 @@ def ceilings(count, size, rabbit, topics, kafka):
 
 def ceiling_of(direction, c):
     src_proto, dst_proto = direction.split("-")
-    consume = c["kafka_consume"] if src_proto == "kafka" else c["amqp_consume"]
+    consume = {"kafka": c.get("kafka_consume"), "amqp10": c.get("amqp10_consume")}.get(
+        src_proto, c["amqp_consume"])
     produce = c["kafka_produce"] if dst_proto == "kafka" else c["amqp_produce"]
     return min(consume, produce)
 
@@ -425,13 +434,18 @@ def main():
     if args.memory_only:
         directions = []
     rows = {d: [] for d in directions}
-    mem = []
+    mem, ceils = [], []
     for rep in range(args.repeat):
         rabbit, topics = Rabbit(), []
         try:
             if directions:
                 ceiling = ceilings(args.count, args.size, rabbit, topics,
-                                   any("kafka" in d for d in directions))
+                                   any("kafka" in d for d in directions),
+                                   any(d.startswith("amqp10") for d in directions))
+                ceils.append(ceiling)
+                rounded = {k: round(v) for k, v in ceiling.items()}
+                print(f"run {rep + 1}: ceilings: {json.dumps(rounded)}", file=sys.stderr,
+                      flush=True)
                 rabbit.cleanup()
             for d in directions:
                 row = throughput(d, args.count, args.size, rabbit, topics)
@@ -452,6 +466,8 @@ def main():
 
     if directions:
         table(directions, rows, args)
+        print("ceilings (msg/s): " + ", ".join(
+            f"{k} {median([c[k] for c in ceils]):.0f}" for k in ceils[0]))
     if mem:
         print(f"memory: idle with three bridges {median([x['idle_rss'] for x in mem]):.1f} MiB RSS; "
               f"10 000 in flight {median([x['inflight_peak_rss'] for x in mem]):.1f} MiB peak RSS")
