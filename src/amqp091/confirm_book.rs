@@ -71,7 +71,8 @@ enum State {
     Writing(Writing),
     Confirming(PublisherConfirm),
     /// The verdict, its returned message moved to the strays, and the sweep it was seen at.
-    Seen(lapin::Result<Answer>, u64),
+    /// The error is boxed: it is rare, and inline it would double every waiting publish.
+    Seen(Result<Answer, Box<lapin::Error>>, u64),
 }
 
 /// A confirm without its returned message.
@@ -134,11 +135,12 @@ impl Book {
             );
             self.strays.clear();
         }
-        Some(verdict.map(|answer| match answer {
-            Answer::Ack => Confirmation::Ack(own),
-            Answer::Nack => Confirmation::Nack(own),
-            Answer::NotRequested => Confirmation::NotRequested,
-        }))
+        Some(match verdict {
+            Ok(Answer::Ack) => Ok(Confirmation::Ack(own)),
+            Ok(Answer::Nack) => Ok(Confirmation::Nack(own)),
+            Ok(Answer::NotRequested) => Ok(Confirmation::NotRequested),
+            Err(error) => Err(*error),
+        })
     }
 }
 
@@ -149,7 +151,7 @@ impl Entry {
             match writing.as_mut().poll(cx) {
                 Poll::Pending => return None,
                 Poll::Ready(Ok(confirm)) => self.state = State::Confirming(confirm),
-                Poll::Ready(Err(error)) => self.state = State::Seen(Err(error), sweep),
+                Poll::Ready(Err(error)) => self.state = State::Seen(Err(Box::new(error)), sweep),
             }
         }
         let State::Confirming(confirm) = &mut self.state else { return None };
@@ -158,7 +160,7 @@ impl Entry {
             Ok(Confirmation::Ack(returned)) => (Ok(Answer::Ack), returned),
             Ok(Confirmation::Nack(returned)) => (Ok(Answer::Nack), returned),
             Ok(Confirmation::NotRequested) => (Ok(Answer::NotRequested), None),
-            Err(error) => (Err(error), None),
+            Err(error) => (Err(Box::new(error)), None),
         };
         self.state = State::Seen(verdict, sweep);
         returned
@@ -202,5 +204,18 @@ impl Future for Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         self.book.lock().entries.remove(&self.id);
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_publish_stays_small() {
+        // One entry per publish awaiting its verdict: 10 000 in flight make 10 000 of them.
+        let size = std::mem::size_of::<Entry>();
+        assert!(size <= 136, "a book entry grew to {size} bytes");
     }
 }
