@@ -93,7 +93,10 @@ pub async fn open(connection: &Amqp10Connection, container_id: &str) -> Result<L
         .scheme(url.scheme())
         .hostname(host)
         .sasl_hostname(host)
-        .domain(url.domain());
+        .domain(url.domain())
+        // `amqps://` is TLS from the first byte (RabbitMQ, ActiveMQ, Artemis, Azure on 5671),
+        // not the AMQP TLS protocol header before the handshake, which those peers reset.
+        .alt_tls_establishment(true);
     builder = match credentials(&url) {
         Some((username, password)) => {
             builder.sasl_profile(SaslProfile::Plain { username, password })

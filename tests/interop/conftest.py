@@ -208,9 +208,26 @@ class RabbitNode:
         self.as_user = []
         if os.geteuid() == 0:
             self.as_user = ["runuser", "-u", "rabbitmq", "--"]
+        self._own(self.dir, *self.dir.iterdir())
+
+    def _own(self, *paths):
+        """Run as root, hands `paths` to the `rabbitmq` user the node runs as."""
+        if self.as_user:
             user = pwd.getpwnam("rabbitmq")
-            for path in [self.dir, *self.dir.iterdir()]:
+            for path in paths:
                 os.chown(path, user.pw_uid, user.pw_gid)
+
+    def add_files(self, *files):
+        """Before `start`: copies `files` (TLS keys and certificates, say) into the node's
+        directory, readable by the node; returns the copies' paths."""
+        copies = [Path(shutil.copy(f, self.dir / Path(f).name)) for f in files]
+        self._own(*copies)
+        return copies
+
+    def add_config(self, conf):
+        """Before `start`: appends `conf` (rabbitmq.conf lines) to the node's config."""
+        with open(self.dir / "rabbitmq.conf", "a") as out:
+            out.write(conf)
 
     def env(self):
         d = self.dir
