@@ -207,7 +207,6 @@ impl Drop for Claim {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

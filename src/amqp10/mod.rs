@@ -106,7 +106,7 @@ pub async fn open(connection: &Amqp10Connection, container_id: &str) -> Result<L
     // A peer that accepts TCP but never answers must not hold a bridge forever.
     let opening = async {
         let stream = connect_tcp(&url).await?;
-        builder.open_with_stream(stream).await.map_err(|e| e.to_string())
+        builder.open_with_stream(stream).await.map_err(|e| describe(&e))
     };
     let mut handle = match tokio::time::timeout(CONNECT_TIMEOUT, opening).await {
         Ok(opened) => opened.map_err(|e| redact(&format!("{}: {e}", connection.url)))?,
@@ -133,6 +133,18 @@ async fn connect_tcp(url: &url::Url) -> Result<tokio::net::TcpStream, String> {
     let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
     Ok(stream)
+}
+
+/// fe2o3-amqp shows an I/O error (a refused TLS certificate among them) as its debug dump;
+/// the error inside says it the way OpenSSL or the OS does.
+fn describe(error: &fe2o3_amqp::connection::OpenError) -> String {
+    match error {
+        fe2o3_amqp::connection::OpenError::Io(io) => match io.get_ref() {
+            Some(inner) => format!("I/O error: {inner}"),
+            None => format!("I/O error: {io}"),
+        },
+        other => other.to_string(),
+    }
 }
 
 /// The user and password in `url`, percent-decoded; `None` for a URL without a user.
