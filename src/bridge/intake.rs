@@ -312,6 +312,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_refused_source_is_reported_even_when_a_sink_never_closes() {
+        let (mut bridge, log) = bridge(vec![message("1", Some("a"))], vec![], true);
+        let refused = "the broker refused access: ACCESS_REFUSED; check the user".to_owned();
+        bridge.source =
+            Box::new(FakeSource { messages: vec![], log: log.clone(), refused: Some(refused) });
+        bridge.sink = Arc::new(Unclosable(bridge.sink.clone()));
+        let health = bridge.health.clone();
+        let run = bridge.run(CancellationToken::new(), Duration::from_secs(5));
+        let result = tokio::time::timeout(Duration::from_secs(60), run).await.expect("it ends");
+        let error = result.expect_err("the bridge stops on the refused source");
+        assert!(error.contains("ACCESS_REFUSED"), "{error}");
+        let (ready, _) = health.report();
+        assert!(!ready);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_sink_that_never_closes_does_not_hold_shutdown() {
         let (mut bridge, log) = bridge(vec![message("1", Some("a"))], vec![], false);
         bridge.sink = Arc::new(Unclosable(bridge.sink.clone()));
