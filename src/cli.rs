@@ -308,6 +308,24 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
+/// The `fmt` builder every log format starts from. It lets every level through, so that
+/// `PORTICO_LOG` alone decides: its own default would hold back everything below INFO.
+fn log_builder<W>(
+    writer: W,
+) -> tracing_subscriber::fmt::SubscriberBuilder<
+    tracing_subscriber::fmt::format::DefaultFields,
+    tracing_subscriber::fmt::format::Format,
+    tracing::level_filters::LevelFilter,
+    W,
+>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
+        .with_writer(writer)
+}
+
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -320,7 +338,7 @@ fn init_logging(format: LogFormat) {
         Some(Ok(targets)) => targets.clone(),
         _ => DEFAULT.parse().unwrap_or_else(|_| Targets::new()),
     };
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    let builder = log_builder(std::io::stderr);
     match format {
         LogFormat::Text => builder.finish().with(targets).init(),
         LogFormat::Json => builder.json().flatten_event(true).finish().with(targets).init(),
@@ -328,5 +346,42 @@ fn init_logging(format: LogFormat) {
     if let (Some(asked), Some(Err(error))) = (asked, parsed) {
         tracing::warn!(value = %asked, %error, default = DEFAULT,
             "Ignoring PORTICO_LOG: write it as LEVEL,TARGET=LEVEL,... (e.g. info,portico=debug)");
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log buffer").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn portico_log_turns_debug_on_for_one_target() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let targets: Targets = "info,portico=debug".parse().expect("targets");
+        let subscriber = super::log_builder(move || writer.clone()).finish().with(targets);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "portico::bridge", "Shown at debug");
+            tracing::debug!(target: "lapin::channel", "Hidden at debug");
+            tracing::trace!(target: "portico::bridge", "Hidden at trace");
+        });
+        let text = String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("utf8");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("Shown at debug"), "{text}");
     }
 }

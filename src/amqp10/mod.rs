@@ -129,8 +129,13 @@ async fn connect_tcp(url: &url::Url) -> Result<tokio::net::TcpStream, String> {
         "amqps" => 5671,
         _ => 5672,
     });
-    let host = url.host_str().ok_or("the URL names no host")?;
-    let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+    // `host_str` writes an IPv6 address in brackets, which no resolver takes.
+    let connected = match url.host().ok_or("the URL names no host")? {
+        url::Host::Ipv6(ip) => tokio::net::TcpStream::connect((ip, port)).await,
+        url::Host::Ipv4(ip) => tokio::net::TcpStream::connect((ip, port)).await,
+        url::Host::Domain(host) => tokio::net::TcpStream::connect((host, port)).await,
+    };
+    let stream = connected.map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
     Ok(stream)
 }
@@ -166,6 +171,18 @@ mod tests {
         assert_eq!(credentials(&url), Some(("us@er".to_owned(), "p:ss/w".to_owned())));
         let anonymous = url::Url::parse("amqp://h:5672").expect("url");
         assert_eq!(credentials(&anonymous), None);
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_host_is_connected_to() {
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            return; // No IPv6 loopback on this machine.
+        };
+        let port = listener.local_addr().expect("local address").port();
+        let url = url::Url::parse(&format!("amqp://u:p@[::1]:{port}")).expect("url");
+        let stream = connect_tcp(&url).await.expect("connects to [::1]");
+        assert_eq!(stream.peer_addr().expect("peer").port(), port);
+        assert!(stream.nodelay().expect("nodelay"));
     }
 
     #[test]

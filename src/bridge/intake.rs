@@ -111,22 +111,26 @@ impl Bridge {
         // One that stopped answering must not hold the process: the source and the sinks
         // close together, for at most CLOSE_DEADLINE, and what is left is dropped.
         let mut source = source;
+        // The source's end is kept apart: the close deadline must not drop a fatal error.
+        let mut ended = None;
         let closes = async {
             let dead_letter = async {
                 if let Some(dl) = &shared.dead_letter {
                     dl.sink.flush(deadline).await;
                 }
             };
-            tokio::join!(&mut source, shared.sink.flush(deadline), dead_letter).0
+            let source = async { ended = Some((&mut source).await) };
+            tokio::join!(source, shared.sink.flush(deadline), dead_letter);
         };
-        match tokio::time::timeout(CLOSE_DEADLINE, closes).await {
-            // A source that cannot go on (refused credentials) has ended intake already.
-            Ok(Ok(Err(error))) => {
-                if let Ok(mut fatal) = shared.fatal.lock() {
-                    fatal.get_or_insert((format!("{} source", self.name), error));
-                }
+        let closed = tokio::time::timeout(CLOSE_DEADLINE, closes).await;
+        // A source that cannot go on (refused credentials) has ended intake already.
+        if let Some(Ok(Err(error))) = ended {
+            if let Ok(mut fatal) = shared.fatal.lock() {
+                fatal.get_or_insert((format!("{} source", self.name), error));
             }
-            Ok(_) => {}
+        }
+        match closed {
+            Ok(()) => {}
             Err(_) => {
                 source.abort();
                 tracing::warn!(bridge = %self.name, waited = ?CLOSE_DEADLINE,
@@ -309,6 +313,22 @@ mod tests {
         let (ready, report) = health.report();
         assert!(!ready);
         assert!(report.contains("b source: stopped: the broker refused access"), "{report}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_source_is_reported_even_when_a_sink_never_closes() {
+        let (mut bridge, log) = bridge(vec![message("1", Some("a"))], vec![], true);
+        let refused = "the broker refused access: ACCESS_REFUSED; check the user".to_owned();
+        bridge.source =
+            Box::new(FakeSource { messages: vec![], log: log.clone(), refused: Some(refused) });
+        bridge.sink = Arc::new(Unclosable(bridge.sink.clone()));
+        let health = bridge.health.clone();
+        let run = bridge.run(CancellationToken::new(), Duration::from_secs(5));
+        let result = tokio::time::timeout(Duration::from_secs(60), run).await.expect("it ends");
+        let error = result.expect_err("the bridge stops on the refused source");
+        assert!(error.contains("ACCESS_REFUSED"), "{error}");
+        let (ready, _) = health.report();
+        assert!(!ready);
     }
 
     #[tokio::test(start_paused = true)]
