@@ -333,7 +333,7 @@ fn init_logging(format: LogFormat) {
 
     const DEFAULT: &str = "info,lapin=error,rdkafka=warn";
     let asked = std::env::var("PORTICO_LOG").ok();
-    let parsed = asked.as_deref().map(str::parse::<Targets>);
+    let parsed = asked.as_deref().map(log_targets);
     let targets = match &parsed {
         Some(Ok(targets)) => targets.clone(),
         _ => DEFAULT.parse().unwrap_or_else(|_| Targets::new()),
@@ -349,12 +349,28 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Reads `LEVEL,TARGET=LEVEL,...`, spaces around each directive allowed.
+fn log_targets(
+    value: &str,
+) -> Result<tracing_subscriber::filter::Targets, tracing_subscriber::filter::ParseError> {
+    value.split(',').map(str::trim).filter(|d| !d.is_empty()).collect::<Vec<_>>().join(",").parse()
+}
+
 #[cfg(test)]
 mod log_tests {
     use std::sync::{Arc, Mutex};
 
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt as _;
+
+    #[test]
+    fn directives_may_have_spaces_around_them() {
+        let targets = super::log_targets(" info, portico=debug ,lapin=error").expect("parses");
+        assert!(targets.would_enable("portico::bridge", &tracing::Level::DEBUG));
+        assert!(!targets.would_enable("lapin::channel", &tracing::Level::WARN));
+        assert!(targets.would_enable("other", &tracing::Level::INFO));
+        assert!(super::log_targets("info,portico=loud").is_err());
+    }
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);

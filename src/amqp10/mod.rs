@@ -97,7 +97,7 @@ pub async fn open(connection: &Amqp10Connection, container_id: &str) -> Result<L
         // `amqps://` is TLS from the first byte (RabbitMQ, ActiveMQ, Artemis, Azure on 5671),
         // not the AMQP TLS protocol header before the handshake, which those peers reset.
         .alt_tls_establishment(true);
-    builder = match credentials(&url) {
+    builder = match credentials(&url)? {
         Some((username, password)) => {
             builder.sasl_profile(SaslProfile::Plain { username, password })
         }
@@ -112,13 +112,13 @@ pub async fn open(connection: &Amqp10Connection, container_id: &str) -> Result<L
         Ok(opened) => opened.map_err(|e| redact(&format!("{}: {e}", connection.url)))?,
         Err(_) => return Err(format!("{}: no answer within {CONNECT_TIMEOUT:?}", connection.url)),
     };
-    match Session::begin(&mut handle).await {
-        Ok(session) => Ok(Link { connection: handle, session }),
-        Err(e) => {
-            let _ = handle.close().await;
-            Err(format!("cannot begin a session: {e}"))
-        }
-    }
+    let error = match tokio::time::timeout(CONNECT_TIMEOUT, Session::begin(&mut handle)).await {
+        Ok(Ok(session)) => return Ok(Link { connection: handle, session }),
+        Ok(Err(e)) => format!("cannot begin a session: {e}"),
+        Err(_) => format!("{}: no answer to begin within {CONNECT_TIMEOUT:?}", connection.url),
+    };
+    let _ = tokio::time::timeout(CONNECT_TIMEOUT, handle.close()).await;
+    Err(error)
 }
 
 /// The TCP connection under an AMQP 1.0 connection, with Nagle's algorithm off: a flow
@@ -153,12 +153,17 @@ fn describe(error: &fe2o3_amqp::connection::OpenError) -> String {
 }
 
 /// The user and password in `url`, percent-decoded; `None` for a URL without a user.
-fn credentials(url: &url::Url) -> Option<(String, String)> {
+fn credentials(url: &url::Url) -> Result<Option<(String, String)>, String> {
     if url.username().is_empty() {
-        return None;
+        return Ok(None);
     }
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-    Some((decode(url.username()), decode(url.password().unwrap_or_default())))
+    let decode = |s: &str| match percent_encoding::percent_decode_str(s).decode_utf8() {
+        Ok(text) => Ok(text.into_owned()),
+        Err(_) => Err("the URL's user or password is not UTF-8 once percent-decoded; \
+                       percent-encode the UTF-8 bytes of each character"
+            .to_owned()),
+    };
+    Ok(Some((decode(url.username())?, decode(url.password().unwrap_or_default())?)))
 }
 
 #[cfg(test)]
@@ -168,9 +173,12 @@ mod tests {
     #[test]
     fn credentials_are_percent_decoded() {
         let url = url::Url::parse("amqp://us%40er:p%3Ass%2Fw@h:5672").expect("url");
-        assert_eq!(credentials(&url), Some(("us@er".to_owned(), "p:ss/w".to_owned())));
+        let expected = Some(("us@er".to_owned(), "p:ss/w".to_owned()));
+        assert_eq!(credentials(&url), Ok(expected));
         let anonymous = url::Url::parse("amqp://h:5672").expect("url");
-        assert_eq!(credentials(&anonymous), None);
+        assert_eq!(credentials(&anonymous), Ok(None));
+        let not_utf8 = url::Url::parse("amqp://u:%FF%FE@h:5672").expect("url");
+        assert!(credentials(&not_utf8).is_err_and(|e| e.contains("not UTF-8")));
     }
 
     #[tokio::test]
