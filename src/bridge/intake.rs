@@ -129,14 +129,11 @@ impl Bridge {
                 fatal.get_or_insert((format!("{} source", self.name), error));
             }
         }
-        match closed {
-            Ok(()) => {}
-            Err(_) => {
-                source.abort();
-                tracing::warn!(bridge = %self.name, waited = ?CLOSE_DEADLINE,
-                    "Connections did not close in time; dropped them (a broker stopped \
-                     answering; unacknowledged messages will be delivered again)");
-            }
+        if closed.is_err() {
+            source.abort();
+            tracing::warn!(bridge = %self.name, waited = ?CLOSE_DEADLINE,
+                "Connections did not close in time; dropped them (a broker stopped \
+                 answering; unacknowledged messages will be delivered again)");
         }
         let fatal = shared.fatal.lock().ok().and_then(|mut f| f.take());
         match fatal {
