@@ -32,7 +32,7 @@ impl Bridge {
                     "Sink not reachable yet; retrying with the first message");
             }
         }
-        let source = tokio::spawn(self.source.run(tx, stop.clone(), drained.clone()));
+        let mut source = tokio::spawn(self.source.run(tx, stop.clone(), drained.clone()));
         let permits = Arc::new(Semaphore::new(self.max_in_flight));
         let shared = Arc::new(Shared {
             name: self.name.clone(),
@@ -110,7 +110,6 @@ impl Bridge {
         // Closing waits on the brokers (close-ok, detach, the last acks and offset commits).
         // One that stopped answering must not hold the process: the source and the sinks
         // close together, for at most CLOSE_DEADLINE, and what is left is dropped.
-        let mut source = source;
         // The source's end is kept apart: the close deadline must not drop a fatal error.
         let mut ended = None;
         let closes = async {
