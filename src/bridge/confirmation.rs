@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{MAX_RETRIES, Shared, Work, stamp_attempts};
 use crate::backoff::{Backoff, pause};
 use crate::connector::{DeliveryError, Disposition, Pending};
-use crate::pipeline::{Ledger, Route};
+use crate::pipeline::{Envelope, Ledger, Route};
 
 impl Shared {
     /// Emits a message that came back to the source after `work.attempts` deliveries, after
@@ -20,9 +20,29 @@ impl Shared {
         self.metrics.retries.inc();
         self.stamp(&mut work);
         let mut ledger = Ledger::lossy().strict(self.strict);
-        let emitted = self.sink.emit(work.envelope(), &route, &mut ledger).await;
+        let Some(emitted) = self.emit_unless_stopped(work.envelope(), &route, &mut ledger).await
+        else {
+            return self.release(work).await;
+        };
         self.account(&ledger);
         self.complete(work, route, emitted).await;
+    }
+
+    /// Hands the message to the sink, unless the bridge stops first. A sink can wait long
+    /// before it takes a message (a reconnect, AMQP 1.0 credit, a full confirm window): the
+    /// message must go back to the source at shutdown, not hold the drain until its deadline.
+    /// `None` when the bridge stopped; the caller gives the message back.
+    pub(super) async fn emit_unless_stopped(
+        &self,
+        envelope: &Envelope,
+        route: &Route,
+        ledger: &mut Ledger,
+    ) -> Option<Result<Pending, DeliveryError>> {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => None,
+            emitted = self.sink.emit(envelope, route, ledger) => Some(emitted),
+        }
     }
 
     /// Writes the attempt about to be made into the outgoing message, when counted.
@@ -80,10 +100,14 @@ impl Shared {
                 return Box::pin(self.release(work)).await;
             }
             self.stamp(&mut work);
-            // The first attempt already accounted for (and judged) what encoding loses.
-            outcome = match self.sink.emit(work.envelope(), &route, &mut Ledger::lossy()).await {
-                Ok(pending) => pending.await,
-                Err(error) => Err(error),
+            // The first attempt already accounted for (and judged) what encoding loses. Boxed,
+            // as the timer above.
+            let mut lossy = Ledger::lossy();
+            let retry = self.emit_unless_stopped(work.envelope(), &route, &mut lossy);
+            outcome = match Box::pin(retry).await {
+                Some(Ok(pending)) => pending.await,
+                Some(Err(error)) => Err(error),
+                None => return Box::pin(self.release(work)).await,
             };
         }
     }
@@ -201,6 +225,19 @@ mod tests {
         assert_eq!(emits.len(), 4, "three attempts, then the dead letter: {emits:?}");
         assert!(emits[0].ends_with("attempt 1") && emits[2].ends_with("attempt 3"), "{emits:?}");
         assert!(emits[3].contains("class retry (max-retries)"), "{emits:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_waiting_on_its_sink_gives_the_message_back_at_shutdown() {
+        let (mut bridge, log) = bridge(vec![message("1", Some("a"))], vec![], false);
+        bridge.sink = Arc::new(Stalls { fails: 1.into(), log: log.clone() });
+        let started = tokio::time::Instant::now();
+        // The first attempt fails; the retry's emit never returns. Shut down then.
+        run_until(bridge, &log, &["emit 1"], 2).await.expect("the bridge stops cleanly");
+        assert_eq!(lines(&log, "release"), ["release 1"], "the message goes back to the source");
+        assert!(lines(&log, "accept").is_empty());
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "not held until the drain deadline: {took:?}");
     }
 
     /// The size of what `f` returns, without calling it: an async fn's future.

@@ -213,15 +213,11 @@ impl Shared {
             }
         }
         self.stamp(&mut work);
-        // A sink can wait long for a broker (credit, a reconnect): never past a shutdown.
         let mut ledger = Ledger::lossy().strict(self.strict);
-        let emitted = tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => {
-                self.release(work).await;
-                return None;
-            }
-            emitted = self.sink.emit(work.envelope(), &route, &mut ledger) => emitted,
+        let Some(emitted) = self.emit_unless_stopped(work.envelope(), &route, &mut ledger).await
+        else {
+            self.release(work).await;
+            return None;
         };
         self.account(&ledger);
         Some(Box::pin(self.complete(work, route, emitted)))

@@ -134,6 +134,36 @@ impl Sink for Unclosable {
     }
 }
 
+/// Fails the first `fails` deliveries (the confirm says the broker was busy), then never
+/// answers an emit again: a sink waiting on a broker that does not come back.
+pub(super) struct Stalls {
+    pub(super) fails: Mutex<u32>,
+    pub(super) log: Log,
+}
+
+#[async_trait]
+impl Sink for Stalls {
+    async fn emit(
+        &self,
+        envelope: &Envelope,
+        _route: &Route,
+        _ledger: &mut Ledger,
+    ) -> Result<Pending, DeliveryError> {
+        let id = envelope.header("id").and_then(|v| v.to_template_text()).unwrap_or_default();
+        self.log.lock().expect("log lock").push(format!("emit {id}"));
+        {
+            let mut fails = self.fails.lock().expect("fails lock");
+            if *fails > 0 {
+                *fails -= 1;
+                return Ok(Box::pin(async { Err(DeliveryError::Transient("busy".into())) }));
+            }
+        }
+        std::future::pending().await
+    }
+
+    async fn flush(&self, _deadline: Duration) {}
+}
+
 pub(super) fn message(id: &str, key: Option<&str>) -> Envelope {
     let mut env = Envelope::default();
     env.headers.push(("id".into(), Value::String(id.into())));
