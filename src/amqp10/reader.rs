@@ -106,7 +106,8 @@ impl Reader {
         };
         if tokio::time::timeout(CLOSE_DEADLINE, closing).await.is_err() {
             tracing::warn!(address = %self.address,
-                "AMQP 1.0 link did not close in time; dropped it, the broker requeues its messages");
+                "AMQP 1.0 link did not close in time; dropped it, the broker requeues its \
+                 messages");
         }
     }
 }
