@@ -221,12 +221,15 @@ pub(crate) fn build_sink(
     producers: &mut HashMap<String, KafkaSink>,
 ) -> anyhow::Result<Arc<dyn Sink>> {
     Ok(match model {
-        SinkModel::Amqp091 { connection, persistence, .. } => Arc::new(Amqp091Sink::new(
-            role.to_owned(),
-            connection.url.clone(),
-            *persistence,
-            health.clone(),
-        )),
+        SinkModel::Amqp091 { connection, persistence, confirm_window, .. } => {
+            Arc::new(Amqp091Sink::new(
+                role.to_owned(),
+                connection.url.clone(),
+                *persistence,
+                *confirm_window,
+                health.clone(),
+            ))
+        }
         SinkModel::Amqp10 { connection, .. } => {
             Arc::new(Amqp10Sink::new(role.to_owned(), connection.clone(), health.clone()))
         }

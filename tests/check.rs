@@ -363,3 +363,40 @@ bridges:
     ];
     assert_eq!(stderr.lines().collect::<Vec<_>>(), expected);
 }
+
+#[test]
+fn a_confirm_window_is_at_least_one_and_only_on_amqp091_sinks() {
+    let path = write(
+        "window.yaml",
+        "\
+connections:
+  r: { protocol: amqp091, url: \"amqp://h:5672\" }
+  k: { protocol: kafka, brokers: \"h:9092\" }
+bridges:
+  - name: a
+    source: { connection: r, queue: q }
+    sink: { connection: r, exchange: \"\", confirm_window: 0 }
+  - name: b
+    source: { connection: r, queue: q }
+    sink: { connection: k, topic: t, confirm_window: 64 }
+  - name: c
+    source: { connection: r, queue: q }
+    sink: { connection: r, exchange: \"\", confirm_window: 1024 }
+",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    let file = path.display();
+    let expected = [
+        format!(
+            "{file}:7:58: bridges[0].sink.confirm_window: must be at least 1: it counts the \
+             publishes that may await a confirm"
+        ),
+        format!(
+            "{file}:10:54: bridges[1].sink.confirm_window: `confirm_window` does not apply to \
+             kafka connections (use `max_in_flight on the bridge`)"
+        ),
+    ];
+    let got: Vec<&str> = stderr.lines().collect();
+    assert_eq!(got, expected, "bridge c is valid");
+}

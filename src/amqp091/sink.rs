@@ -9,7 +9,7 @@ use lapin::{Channel, Connection};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::task::Poll;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 
 use super::codec;
 use super::confirm_book::{ConfirmBook, Published, Writing};
@@ -27,10 +27,14 @@ pub struct Amqp091Sink {
     /// The open connection and its confirm-mode channel. Held while a publish is written
     /// (not while its confirm is awaited) and while reconnecting.
     session: Mutex<Option<(Connection, Channel)>>,
-    /// Exchanges seen to exist (see `check_exchange`).
+    /// Exchanges seen to exist on the current channel's connection (see `check_exchange`).
     known_exchanges: std::sync::Mutex<HashSet<String>>,
     /// The publishes of the current channel awaiting their verdict (see `confirm_book`).
     book: std::sync::Mutex<Arc<ConfirmBook>>,
+    /// One permit per publish that may await its confirm (`confirm_window`). A publish holds
+    /// its permit until its verdict is taken, so memory stays bounded by the window however
+    /// deep the bridge's own in-flight limit is. Closed when the sink shuts down.
+    window: Arc<Semaphore>,
 }
 
 impl Amqp091Sink {
@@ -38,6 +42,7 @@ impl Amqp091Sink {
         role: String,
         url: SecretUrl,
         persistence: Persistence,
+        confirm_window: usize,
         health: Arc<Health>,
     ) -> Amqp091Sink {
         let user = super::user_of(&url);
@@ -50,6 +55,7 @@ impl Amqp091Sink {
             session: Mutex::new(None),
             known_exchanges: std::sync::Mutex::default(),
             book: std::sync::Mutex::default(),
+            window: Arc::new(Semaphore::new(confirm_window.clamp(1, Semaphore::MAX_PERMITS))),
         }
     }
 
@@ -119,6 +125,11 @@ impl Amqp091Sink {
                 if let Ok(mut book) = self.book.lock() {
                     *book = Arc::default();
                 }
+                // The channel may have closed because an exchange was deleted since it was
+                // checked: ask again, or every retry would republish into a closing channel.
+                if let Ok(mut known) = self.known_exchanges.lock() {
+                    known.clear();
+                }
                 Ok(channel)
             }
             Err(error) => {
@@ -150,6 +161,13 @@ impl Sink for Amqp091Sink {
         if let Some(refused) = ledger.refusal() {
             return Err(refused);
         }
+        // Taken before the session lock: a full window holds back this publish, not the
+        // channel, so confirms and returns keep flowing while it waits.
+        let permit = self.window.clone().acquire_owned().await.map_err(|_| {
+            DeliveryError::Disconnected(
+                "the sink is shutting down; the message stays unacked".into(),
+            )
+        })?;
         // One publish at a time per channel: lapin numbers a publish for its confirm and
         // queues its frames in two steps, so two concurrent publishes (a retry beside the
         // bridge's next message) could swap numbers and confirm the wrong message.
@@ -192,7 +210,9 @@ impl Sink for Amqp091Sink {
         let claim = book.enter(writing, published);
         drop(session);
         Ok(Box::pin(async move {
-            match claim.await {
+            let verdict = claim.await;
+            drop(permit);
+            match verdict {
                 Ok(Confirmation::Ack(None)) => Ok(()),
                 Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned))) => {
                     Err(DeliveryError::Unroutable {
@@ -210,10 +230,7 @@ impl Sink for Amqp091Sink {
                 // (every pending confirm fails with the same error): retry; a new channel
                 // tells whose fault it was. Only a refused permission is the same for every
                 // message of this bridge.
-                Err(e) => Err(match classify(&e.to_string()) {
-                    denied @ DeliveryError::Denied(_) => denied,
-                    other => DeliveryError::Disconnected(other.to_string()),
-                }),
+                Err(e) => Err(failed_confirm(&e.to_string())),
             }
         }))
     }
@@ -224,7 +241,9 @@ impl Sink for Amqp091Sink {
     }
 
     async fn flush(&self, _deadline: std::time::Duration) {
-        // Every publish is awaited by its bridge task; nothing is buffered here. Close cleanly.
+        // Every publish is awaited by its bridge task; nothing is buffered here. A publish still
+        // waiting for room in the window gives up; then close cleanly.
+        self.window.close();
         if let Some((connection, channel)) = self.session.lock().await.take() {
             let _ = channel.close(200, "portico shutting down".into()).await;
             let _ = connection.close(200, "portico shutting down".into()).await;
@@ -237,6 +256,17 @@ fn missing_exchange(exchange: &str) -> DeliveryError {
         "exchange {exchange:?} does not exist; create it or list it under the connection's \
          declare.exchanges, then restart portico"
     ))
+}
+
+/// A publish whose channel closed before the broker confirmed it.
+fn failed_confirm(error: &str) -> DeliveryError {
+    match classify(error) {
+        denied @ DeliveryError::Denied(_) => denied,
+        _ => DeliveryError::Disconnected(format!(
+            "the channel closed before the broker confirmed: {}",
+            redact(error)
+        )),
+    }
 }
 
 /// A connection or channel closed by the broker says why: refused credentials or permissions
@@ -275,5 +305,24 @@ mod tests {
         assert_eq!(missing_exchange("x").disposition(), Disposition::Fatal);
         assert_eq!(classify("PRECONDITION_FAILED - x").disposition(), Disposition::DeadLetter);
         assert_eq!(classify("connection reset by peer").disposition(), Disposition::Retry);
+    }
+
+    #[test]
+    fn a_confirm_lost_with_its_channel_says_so_once() {
+        let reset = failed_confirm("connection reset by peer");
+        assert_eq!(
+            reset.to_string(),
+            "not connected to the broker: the channel closed before the broker confirmed: \
+             connection reset by peer"
+        );
+        let missing = failed_confirm("NOT_FOUND - no exchange 'x' in vhost '/'");
+        assert_eq!(missing.disposition(), Disposition::Retry, "a new channel tells whose fault");
+        assert_eq!(
+            missing.to_string(),
+            "not connected to the broker: the channel closed before the broker confirmed: \
+             NOT_FOUND - no exchange 'x' in vhost '/'"
+        );
+        let login = "ACCESS_REFUSED - write access to exchange 'x' in vhost '/' refused";
+        assert_eq!(failed_confirm(login).disposition(), Disposition::Fatal);
     }
 }

@@ -26,6 +26,11 @@ const GUARANTEED: &[&str] = &[
 /// restart redelivers little.
 const DEFAULT_PREFETCH: u16 = 256;
 
+/// Default number of publishes an AMQP 0-9-1 sink lets await their confirm. RabbitMQ confirms
+/// in batches, so a few hundred keep the pipe full; past that each waiting publish only holds
+/// memory (its message and its place in the confirm book).
+const DEFAULT_CONFIRM_WINDOW: u32 = 256;
+
 impl Checker {
     pub(super) fn connection(
         &mut self,
@@ -290,6 +295,13 @@ impl Checker {
                         Persistence::Source
                     }
                 };
+                let confirm_window = sink.confirm_window.unwrap_or(DEFAULT_CONFIRM_WINDOW);
+                if confirm_window == 0 {
+                    self.problem(
+                        format!("{path}.confirm_window"),
+                        "must be at least 1: it counts the publishes that may await a confirm",
+                    );
+                }
                 Some(SinkModel::Amqp091 {
                     connection: conn.amqp091.clone()?,
                     route: RouteTemplate::Amqp091 {
@@ -297,6 +309,7 @@ impl Checker {
                         routing_key: routing_key?,
                     },
                     persistence,
+                    confirm_window: usize::try_from(confirm_window).unwrap_or(usize::MAX),
                 })
             }
             Protocol::Amqp10 => self.amqp10_sink(path, sink, conn),
@@ -310,6 +323,8 @@ impl Checker {
                 ] {
                     self.forbid(path, field, present, "kafka", "topic and key");
                 }
+                let window = sink.confirm_window.is_some();
+                self.forbid(path, "confirm_window", window, "kafka", "max_in_flight on the bridge");
                 let Some(topic) = sink.topic else {
                     self.problem(path.to_owned(), "missing field `topic`");
                     return None;
@@ -482,6 +497,8 @@ impl Checker {
         ] {
             self.forbid(path, field, present, "amqp10", "queue, topic or address");
         }
+        let window = sink.confirm_window.is_some();
+        self.forbid(path, "confirm_window", window, "amqp10", "max_in_flight on the bridge");
         let named = [(Node::Queue, "queue", &sink.queue), (Node::Topic, "topic", &sink.topic)];
         let named = named.into_iter().chain([(Node::Address, "address", &sink.address)]);
         let mut named = named.filter_map(|(node, field, t)| Some((node, field, t.as_ref()?)));

@@ -226,6 +226,8 @@ pub struct SinkFile {
     pub routing_key: Option<TemplateFile>,
     /// AMQP 0-9-1: `source` (carry the source's durability), `always` or `never`.
     pub persistent: Option<String>,
+    /// AMQP 0-9-1: how many publishes may await their confirm at once.
+    pub confirm_window: Option<u32>,
     /// Kafka: the topic. AMQP 1.0: a topic address.
     pub topic: Option<TemplateFile>,
     /// AMQP 1.0: a queue address.

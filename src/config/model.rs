@@ -123,9 +123,21 @@ pub enum Persistence {
 
 #[derive(Debug)]
 pub enum SinkModel {
-    Amqp091 { connection: Amqp091Connection, route: RouteTemplate, persistence: Persistence },
-    Kafka { connection: KafkaConnection, route: RouteTemplate },
-    Amqp10 { connection: Amqp10Connection, route: RouteTemplate },
+    Amqp091 {
+        connection: Amqp091Connection,
+        route: RouteTemplate,
+        persistence: Persistence,
+        /// Publishes that may await their confirm at once.
+        confirm_window: usize,
+    },
+    Kafka {
+        connection: KafkaConnection,
+        route: RouteTemplate,
+    },
+    Amqp10 {
+        connection: Amqp10Connection,
+        route: RouteTemplate,
+    },
 }
 
 impl SinkModel {

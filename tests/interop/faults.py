@@ -135,8 +135,24 @@ class SlowLink:
         self.port = self.server.getsockname()[1]
         self.closed = threading.Event()
         self.silent = threading.Event()
+        self.flowing = threading.Event()  # cleared by hold()
+        self.flowing.set()
         self.sockets = []
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def amqp_url(self):
+        """The shared broker's AMQP URL, through this link."""
+        url = RABBIT_URL.replace("127.0.0.1:5672", f"127.0.0.1:{self.port}")
+        assert url != RABBIT_URL
+        return url
+
+    def hold(self):
+        """From now on the target's bytes wait in the link (none lost) until `release()`:
+        a broker that has stopped confirming for a while."""
+        self.flowing.clear()
+
+    def release(self):
+        self.flowing.set()
 
     def silence(self):
         """From now on the target's bytes are dropped, its sockets kept open: a peer that
@@ -152,9 +168,9 @@ class SlowLink:
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             self.sockets += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream, 0), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, self.delay), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, self.delay, True), daemon=True).start()
 
-    def _pump(self, src, dst, delay):
+    def _pump(self, src, dst, delay, holdable=False):
         chunks = queue_module.Queue()
 
         def write():
@@ -165,6 +181,8 @@ class SlowLink:
                 pause = due - time.monotonic()
                 if pause > 0:
                     time.sleep(pause)  # the injected latency
+                if holdable:
+                    self.flowing.wait()
                 try:
                     dst.sendall(data)
                 except OSError:

@@ -439,3 +439,48 @@ def test_kafka_down_at_startup(portico, rabbit, tansu):
         "Kafka down at start", "0-9-1 -> Kafka",
     )
     assert metric(p, "portico_messages_delivered_total") == total
+
+
+def test_confirm_window_bounds_publishes_awaiting_confirms(portico, rabbit, slow_link):
+    """`confirm_window: 8` on the sink: with the broker's confirms held back, portico publishes
+    eight messages and waits, though prefetch and max_in_flight (100) would let it take all
+    50 from the source. Once the confirms flow again every message crosses, once, in order."""
+    source, target, bridge = unique("cw-src"), unique("cw-dst"), unique("cw")
+    total, window = 50, 8
+    rabbit.queue(source)
+    rabbit.queue(target)
+    link = slow_link(5672, 0)
+    config = f"""
+connections:
+  rabbit: {{ protocol: amqp091, url: "{RABBIT_URL}" }}
+  held: {{ protocol: amqp091, url: "{link.amqp_url()}" }}
+bridges:
+  - name: {bridge}
+    source: {{ connection: rabbit, queue: {source}, prefetch: 100 }}
+    sink: {{ connection: held, exchange: "", routing_key: {target}, confirm_window: {window} }}
+    max_in_flight: 100
+    retry: {RETRY}
+shutdown_timeout: 10s
+"""
+    p = portico(config)
+    link.hold()
+    publish_numbered(source, range(total), size=64)
+
+    def window_full():
+        # Eight publishes await their confirm; the ninth message waits for room.
+        in_flight = metric(p, "portico_messages_in_flight")
+        return in_flight == window + 1 and rabbit.depth(target) == window
+
+    wait_until(window_full, 30, f"{window} published, one more waiting")
+    # Observed for a second: the window stays full and nothing more is published.
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert rabbit.depth(target) == window
+        assert metric(p, "portico_messages_in_flight") == window + 1
+        assert metric(p, "portico_messages_delivered_total") == 0
+    link.release()
+    wait_until(lambda: rabbit.depth(target) == total, 30, f"all {total} on {target}")
+    wait_until(lambda: metric(p, "portico_messages_delivered_total") == total, 30, "all settled")
+    assert [props.message_id for props, _ in drain(target)] == [f"m-{n}" for n in range(total)]
+    assert queue_total(source) == 0
+    assert p.stop() == 0

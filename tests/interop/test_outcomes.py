@@ -89,6 +89,35 @@ def test_a_missing_exchange_stops_that_bridge_only(portico, rabbit):
     assert "declare.exchanges" in p.log()
 
 
+def test_an_exchange_deleted_while_running_stops_that_bridge(portico, rabbit):
+    """The exchange existed when the bridge started and messages crossed; then it is deleted.
+    The next publish closes the channel (NOT_FOUND): portico must ask again on the new channel
+    and stop the bridge with the missing exchange named, not republish forever into a channel
+    that closes each time. Nothing is lost: every message after the delete is back in the
+    source."""
+    exchange = unique("deleted")
+    src, dst = rabbit.queue(unique("del-src")), rabbit.queue(unique("del-dst"))
+    rabbit.ch.exchange_declare(exchange, "fanout", durable=False, auto_delete=False)
+    rabbit.ch.queue_bind(dst, exchange)
+    name = unique("deleted-exchange")
+    bridges = [{"name": name, "source": {"connection": "rabbit", "queue": src},
+                "sink": {"connection": "rabbit", "exchange": exchange, "routing_key": "k"},
+                "retry": RETRY}]
+    p = portico(config(bridges))
+    publish(src, 3, prefix="before")
+    wait_until(lambda: rabbit.depth(dst) == 3, 30, "3 messages through the exchange")
+    rabbit.ch.exchange_delete(exchange)
+    publish(src, 5, prefix="after")
+    line = wait_stopped(p, f"{name} sink")
+    print(line)
+    assert f'exchange "{exchange}" does not exist' in line
+    wait_until(lambda: rabbit.depth(src) == 5, 30, f"5 messages back on {src}")
+    assert rabbit.depth(dst) == 3
+    assert metric(p, "portico_messages_dead_lettered_total") == 0
+    assert p.proc.poll() is None
+    assert p.stop() == 0
+
+
 def test_refused_credentials_stop_that_bridge_only(portico, rabbit):
     wrong = RABBIT_URL.replace("guest:guest@", "guest:not-the-password@")
     assert wrong != RABBIT_URL
