@@ -327,6 +327,7 @@ where
 }
 
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -338,7 +339,9 @@ fn init_logging(format: LogFormat) {
         Some(Ok(targets)) => targets.clone(),
         _ => DEFAULT.parse().unwrap_or_else(|_| Targets::new()),
     };
-    let builder = log_builder(std::io::stderr);
+    // Colours only for a person at a terminal: a file or a log shipper gets plain text.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = log_builder(std::io::stderr).with_ansi(colour);
     match format {
         LogFormat::Text => builder.finish().with(targets).init(),
         LogFormat::Json => builder.json().flatten_event(true).finish().with(targets).init(),

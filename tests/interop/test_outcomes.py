@@ -367,3 +367,17 @@ def test_case3_rejected_downstream_three_times_then_max_retries(portico, rabbit)
     # Never a fourth delivery, never a loop: everything is settled and every queue is empty.
     assert metric(p, "portico_messages_delivered_total") == 3
     assert (rabbit.depth(source), rabbit.depth(target), rabbit.depth(dlq)) == (0, 0, 0)
+
+
+def test_a_log_written_to_a_file_is_plain_text(portico, rabbit):
+    """stderr is a file here, not a terminal: no colour escapes in what log shippers read."""
+    src, dst = rabbit.queue(unique("log-src")), rabbit.queue(unique("log-dst"))
+    bridges = [{"name": unique("log"), "source": {"connection": "rabbit", "queue": src},
+                "sink": {"connection": "rabbit", "exchange": "", "routing_key": dst}}]
+    p = portico(config(bridges))
+    publish(src, 1)
+    wait_until(lambda: rabbit.depth(dst) == 1, 30, "the message crossing")
+    assert p.stop() == 0
+    log = p.log()
+    assert "Connected AMQP 0-9-1 sink" in log
+    assert "\x1b[" not in log, log[:500]
