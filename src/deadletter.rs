@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::connector::{DeliveryError, Disposition, Sink};
+use crate::connector::{DeliveryError, Disposition, Pending, Sink};
 use crate::pipeline::{Envelope, Ledger, RouteTemplate, Value};
 
 /// Header names added to a dead letter. No `x-` prefix: RabbitMQ treats those as its own.
@@ -100,6 +100,16 @@ impl DeadLetter {
         failure: &Failure,
         bridge: &str,
     ) -> Result<(), DeliveryError> {
+        self.emit(original, failure, bridge).await?.await
+    }
+
+    /// Hands the dead letter to its sink; the returned future is the broker's confirmation.
+    pub async fn emit(
+        &self,
+        original: &Envelope,
+        failure: &Failure,
+        bridge: &str,
+    ) -> Result<Pending, DeliveryError> {
         let letter = letter(original, failure, bridge);
         let route = self
             .route
@@ -107,7 +117,7 @@ impl DeadLetter {
             .map_err(|e| DeliveryError::Encode(format!("dead-letter destination: {e}")))?;
         // A dead letter carries the original as well as its sink can; what that loses is not
         // judged again (strict mode applies to the bridge's own sink).
-        self.sink.emit(&letter, &route, &mut Ledger::lossy()).await?.await
+        self.sink.emit(&letter, &route, &mut Ledger::lossy()).await
     }
 }
 

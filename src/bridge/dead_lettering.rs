@@ -18,7 +18,18 @@ impl Shared {
         if let Some(dl) = &self.dead_letter {
             let mut backoff = Backoff::of(&self.retry);
             loop {
-                let error = match dl.send(&work.received.envelope, &failure, &self.name).await {
+                // As a retry: a dead-letter sink that cannot take the message yet must not
+                // hold it past a shutdown.
+                let emitted = tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => return self.release(work).await,
+                    emitted = dl.emit(&work.received.envelope, &failure, &self.name) => emitted,
+                };
+                let confirmed = match emitted {
+                    Ok(pending) => pending.await,
+                    Err(error) => Err(error),
+                };
+                let error = match confirmed {
                     Ok(()) => {
                         work.received.settle.accept().await;
                         self.metrics.dead_lettered.inc();
@@ -70,6 +81,22 @@ impl Shared {
 mod tests {
     use crate::bridge::test_support::*;
     use crate::connector::DeliveryError;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_letter_waiting_on_its_sink_gives_the_message_back_at_shutdown() {
+        let refused = Err(DeliveryError::Refused("no".into()));
+        let (mut bridge, log) = bridge(vec![message("1", Some("a"))], vec![refused], true);
+        if let Some(dl) = bridge.dead_letter.as_mut() {
+            dl.sink = std::sync::Arc::new(Stalls { fails: 0.into(), log: log.clone() });
+        }
+        let started = tokio::time::Instant::now();
+        // The sink refuses; the dead-letter sink never takes the message. Shut down then.
+        run_until(bridge, &log, &["emit 1"], 2).await.expect("the bridge stops cleanly");
+        assert_eq!(lines(&log, "release"), ["release 1"], "the message goes back to the source");
+        assert!(lines(&log, "accept").is_empty() && lines(&log, "reject").is_empty());
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(5), "not held until the deadline: {took:?}");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_permanent_failure_goes_to_the_dead_letter_then_the_source_is_accepted() {
