@@ -340,7 +340,8 @@ fn init_logging(format: LogFormat) {
         _ => DEFAULT.parse().unwrap_or_else(|_| Targets::new()),
     };
     // Colours only for a person at a terminal: a file or a log shipper gets plain text.
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let colour = std::io::stderr().is_terminal() && !no_color;
     let builder = log_builder(std::io::stderr).with_ansi(colour);
     match format {
         LogFormat::Text => builder.finish().with(targets).init(),

@@ -168,7 +168,8 @@ class SlowLink:
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             self.sockets += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream, 0), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, self.delay, True), daemon=True).start()
+            back = (upstream, client, self.delay, True)  # the broker's bytes: delayed, holdable
+            threading.Thread(target=self._pump, args=back, daemon=True).start()
 
     def _pump(self, src, dst, delay, holdable=False):
         chunks = queue_module.Queue()

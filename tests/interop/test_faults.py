@@ -478,6 +478,7 @@ shutdown_timeout: 10s
         assert rabbit.depth(target) == window
         assert metric(p, "portico_messages_in_flight") == window + 1
         assert metric(p, "portico_messages_delivered_total") == 0
+        time.sleep(0.05)  # pacing the observation, not waiting for anything
     link.release()
     wait_until(lambda: rabbit.depth(target) == total, 30, f"all {total} on {target}")
     wait_until(lambda: metric(p, "portico_messages_delivered_total") == total, 30, "all settled")
