@@ -114,6 +114,10 @@ class Rabbit:
         self.declared.clear()
 
 
+# `--confirm-window`: set on every AMQP 0-9-1 sink (None: portico's default).
+CONFIRM_WINDOW = None
+
+
 def endpoint(protocol, name, role):
     """The YAML of a source or sink on queue/topic `name`."""
     if protocol == "amqp091" and role == "source":
@@ -124,7 +128,8 @@ def endpoint(protocol, name, role):
         return f"{{ connection: kafka, topics: [{name}], group: {unique('g')}, start: earliest }}"
     if protocol == "kafka":
         return f"{{ connection: kafka, topic: {name} }}"
-    return f"{{ connection: rabbit, exchange: '', routing_key: {name} }}"
+    window = f", confirm_window: {CONFIRM_WINDOW}" if CONFIRM_WINDOW else ""
+    return f"{{ connection: rabbit, exchange: '', routing_key: {name}{window} }}"
 
 
 def config(port, bridges):
@@ -418,7 +423,10 @@ def main():
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the two memory figures")
     parser.add_argument("--soak", type=float, metavar="SECONDS", help="RSS over a long run only")
+    parser.add_argument("--confirm-window", type=int, help="confirm_window of AMQP 0-9-1 sinks")
     args = parser.parse_args()
+    global CONFIRM_WINDOW
+    CONFIRM_WINDOW = args.confirm_window
     directions = args.direction or DIRECTIONS
     if args.soak:
         rabbit = Rabbit()
