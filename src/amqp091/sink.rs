@@ -26,7 +26,9 @@ pub struct Amqp091Sink {
     health: Arc<Health>,
     /// The open connection and its confirm-mode channel. Held while a publish is written
     /// (not while its confirm is awaited) and while reconnecting.
-    session: Mutex<Option<(Connection, Channel)>>,
+    /// The channel is shared with each publish's future: an `Arc` clone is one atomic add,
+    /// where cloning lapin's `Channel` clones a dozen.
+    session: Mutex<Option<(Connection, Arc<Channel>)>>,
     /// Exchanges seen to exist on the current channel's connection (see `check_exchange`).
     known_exchanges: std::sync::Mutex<HashSet<String>>,
     /// The publishes of the current channel awaiting their verdict (see `confirm_book`).
@@ -64,7 +66,7 @@ impl Amqp091Sink {
     /// channel of its own) keeps one bad route from taking other messages down with it.
     async fn check_exchange(
         &self,
-        session: &Option<(Connection, Channel)>,
+        session: &Option<(Connection, Arc<Channel>)>,
         exchange: &str,
     ) -> Result<(), DeliveryError> {
         let known = self.known_exchanges.lock().map(|k| k.contains(exchange)).unwrap_or(false);
@@ -99,8 +101,8 @@ impl Amqp091Sink {
     /// session lock, which also serialises publishes (see `emit`).
     async fn channel(
         &self,
-        session: &mut Option<(Connection, Channel)>,
-    ) -> Result<Channel, DeliveryError> {
+        session: &mut Option<(Connection, Arc<Channel>)>,
+    ) -> Result<Arc<Channel>, DeliveryError> {
         if let Some((_, channel)) = session.as_ref().filter(|(_, ch)| ch.status().connected()) {
             return Ok(channel.clone());
         }
@@ -114,7 +116,7 @@ impl Amqp091Sink {
                 .confirm_select(ConfirmSelectOptions::default())
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<_, String>((connection, channel))
+            Ok::<_, String>((connection, Arc::new(channel)))
         };
         match opened.await {
             Ok((connection, channel)) => {
