@@ -310,7 +310,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 
 /// The `fmt` builder every log format starts from. It lets every level through, so that
 /// `PORTICO_LOG` alone decides: its own default would hold back everything below INFO.
-fn log_builder<W>(
+pub(crate) fn log_builder<W>(
     writer: W,
 ) -> tracing_subscriber::fmt::SubscriberBuilder<
     tracing_subscriber::fmt::format::DefaultFields,
@@ -362,8 +362,6 @@ fn log_targets(
 
 #[cfg(test)]
 mod log_tests {
-    use std::sync::{Arc, Mutex};
-
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -376,22 +374,9 @@ mod log_tests {
         assert!(super::log_targets("info,portico=loud").is_err());
     }
 
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("log buffer").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn portico_log_turns_debug_on_for_one_target() {
-        let captured = Captured::default();
+        let captured = crate::telemetry::CapturedLog::default();
         let writer = captured.clone();
         let targets: Targets = "info,portico=debug".parse().expect("targets");
         let subscriber = super::log_builder(move || writer.clone()).finish().with(targets);
@@ -400,7 +385,7 @@ mod log_tests {
             tracing::debug!(target: "lapin::channel", "Hidden at debug");
             tracing::trace!(target: "portico::bridge", "Hidden at trace");
         });
-        let text = String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("utf8");
+        let text = captured.text();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains("Shown at debug"), "{text}");
     }

@@ -80,11 +80,13 @@ impl ClientContext for Logging {
             | RDKafkaLogLevel::Error
             | RDKafkaLogLevel::Warning => {
                 if let Some(suppressed) = self.limit.allow() {
-                    tracing::warn!(client = %self.client, facility, message, suppressed,
+                    // `detail`, not `message`: that name is the log line's own sentence.
+                    tracing::warn!(client = %self.client, facility, detail = message, suppressed,
                         "Kafka client reported a problem");
                 }
             }
-            _ => tracing::debug!(client = %self.client, facility, message, "Kafka client log"),
+            _ => tracing::debug!(client = %self.client, facility, detail = message,
+                "Kafka client log"),
         }
     }
 
@@ -171,4 +173,27 @@ pub(crate) fn client_config(
         config.set(key, value);
     }
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_librdkafka_log_line_keeps_its_sentence_in_json() {
+        let captured = crate::telemetry::CapturedLog::default();
+        let writer = captured.clone();
+        let subscriber = crate::cli::log_builder(move || writer.clone()).json().finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let logging = Logging::new("k2r source");
+            logging.log(RDKafkaLogLevel::Warning, "FAIL", "127.0.0.1:9092/1: Connect refused");
+        });
+        let text = captured.text();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        let fields = &line["fields"];
+        assert_eq!(fields["message"], "Kafka client reported a problem", "{text}");
+        assert_eq!(fields["detail"], "127.0.0.1:9092/1: Connect refused", "{text}");
+        assert_eq!(fields["facility"], "FAIL", "{text}");
+        assert_eq!(text.matches("\"message\"").count(), 1, "one message key: {text}");
+    }
 }
