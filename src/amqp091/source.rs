@@ -128,7 +128,7 @@ impl Amqp091Source {
     ) -> End {
         let connection = match super::connect(&self.url, &format!("{} source", self.bridge)).await {
             Ok(c) => c,
-            Err(e) => return End::Lost(format!("cannot connect to {}: {e}", self.url.redacted())),
+            Err(e) => return End::Lost(format!("cannot connect: {e}")),
         };
         let consumer = async {
             let channel = connection.create_channel().await?;

@@ -114,7 +114,7 @@ pub async fn open(connection: &Amqp10Connection, container_id: &str) -> Result<L
     };
     let error = match tokio::time::timeout(CONNECT_TIMEOUT, Session::begin(&mut handle)).await {
         Ok(Ok(session)) => return Ok(Link { connection: handle, session }),
-        Ok(Err(e)) => format!("cannot begin a session: {e}"),
+        Ok(Err(e)) => format!("{}: cannot begin a session: {e}", connection.url),
         Err(_) => format!("{}: no answer to begin within {CONNECT_TIMEOUT:?}", connection.url),
     };
     let _ = tokio::time::timeout(CONNECT_TIMEOUT, handle.close()).await;

@@ -140,7 +140,7 @@ impl Amqp10Source {
         let container = self.connection.container_id.clone();
         let mut link = match super::open(&self.connection, &container).await {
             Ok(link) => link,
-            Err(e) => return End::Lost(format!("cannot connect to {}: {e}", self.connection.url)),
+            Err(e) => return End::Lost(format!("cannot connect: {e}")),
         };
         let attached = match self.attach(&mut link).await {
             Ok(mut r) => r.set_credit(self.credit).await.map(|()| r).map_err(|e| e.to_string()),

@@ -10,7 +10,7 @@ import uuid
 import pika
 import pytest
 
-from conftest import KAFKA_BROKERS, RABBIT_URL, create_topic, unique, wait_until
+from conftest import KAFKA_BROKERS, RABBIT_URL, create_topic, free_port, unique, wait_until
 from faults import TANSU_BIN, tansu  # noqa: F401 (fixture)
 from wire091 import typed_get
 
@@ -381,3 +381,27 @@ def test_a_log_written_to_a_file_is_plain_text(portico, rabbit):
     log = p.log()
     assert "Connected AMQP 0-9-1 sink" in log
     assert "\x1b[" not in log, log[:500]
+
+
+def test_a_source_that_cannot_connect_names_its_broker_once(portico, rabbit):
+    """Nothing listens on the source's port: /readyz says so, with the (redacted) URL once."""
+    port = free_port()
+    url = RABBIT_URL.replace("127.0.0.1:5672", f"127.0.0.1:{port}")
+    assert url != RABBIT_URL
+    dst, name = rabbit.queue(unique("nc-dst")), unique("no-connect")
+    text = (
+        f"connections: {json.dumps({'down': {'protocol': 'amqp091', 'url': url}, 'rabbit': {'protocol': 'amqp091', 'url': RABBIT_URL}})}\n"
+        f"bridges: {json.dumps([{'name': name, 'source': {'connection': 'down', 'queue': 'q'}, 'sink': {'connection': 'rabbit', 'exchange': '', 'routing_key': dst}}])}\n"
+    )
+    p = portico(text, ready=False)
+
+    def waiting():
+        status, body = p.http("/readyz")
+        lines = [line for line in body.splitlines() if line.startswith(f"{name} source: waiting")]
+        return status == 503 and lines and "cannot connect" in lines[0] and lines[0]
+
+    line = wait_until(waiting, 30, f"{name} source waiting to connect")
+    print(line)
+    assert line.count(f"127.0.0.1:{port}") == 1, line
+    assert "guest:guest" not in line
+    assert p.stop() == 0
