@@ -276,17 +276,21 @@ shutdown_timeout: 10s
 """
 
 
-def rabbit_to_rabbit(bridge, source, target, prefetch=256, max_in_flight=256, declare=""):
+def rabbit_to_rabbit(bridge, source, target, prefetch=256, max_in_flight=256, declare="",
+                     sink_url=RABBIT_URL, sink_extra=""):
+    """A 0-9-1 → 0-9-1 bridge; the sink's connection may take another way to the broker
+    (`sink_url`, a SlowLink's say) and more settings (`sink_extra`, ", confirm_window: 8")."""
     return f"""
 connections:
-  rabbit:
+  rabbit: {{ protocol: amqp091, url: "{RABBIT_URL}" }}
+  target:
     protocol: amqp091
-    url: "{RABBIT_URL}"
+    url: "{sink_url}"
 {declare}
 bridges:
   - name: {bridge}
     source: {{ connection: rabbit, queue: {source}, prefetch: {prefetch} }}
-    sink: {{ connection: rabbit, exchange: "", routing_key: {target} }}
+    sink: {{ connection: target, exchange: "", routing_key: {target}{sink_extra} }}
     max_in_flight: {max_in_flight}
     retry: {RETRY}
 shutdown_timeout: 10s

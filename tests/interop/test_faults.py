@@ -11,7 +11,6 @@ import pytest
 from conftest import KAFKA_BROKERS, RABBIT_URL, create_topic, free_port, produce, unique, wait_until
 from faults import (  # noqa: F401 (fixtures: delete_queues is autouse)
     RABBITMQCTL,
-    RETRY,
     SCALE,
     amqp_ids,
     body_of,
@@ -263,20 +262,7 @@ def test_source_connection_closed_mid_flow(portico, rabbit, slow_link, monkeypat
     # The sink reaches RabbitMQ through a link that delays confirms by 250 ms: the flow lasts
     # a few seconds and the source always holds a full window of unacked deliveries.
     link = slow_link(5672, 0.25)
-    slow_url = RABBIT_URL.replace("127.0.0.1:5672", f"127.0.0.1:{link.port}")
-    assert slow_url != RABBIT_URL
-    config = f"""
-connections:
-  rabbit: {{ protocol: amqp091, url: "{RABBIT_URL}" }}
-  slow: {{ protocol: amqp091, url: "{slow_url}" }}
-bridges:
-  - name: {bridge}
-    source: {{ connection: rabbit, queue: {source}, prefetch: {prefetch} }}
-    sink: {{ connection: slow, exchange: "", routing_key: {target} }}
-    max_in_flight: {prefetch}
-    retry: {RETRY}
-shutdown_timeout: 10s
-"""
+    config = rabbit_to_rabbit(bridge, source, target, prefetch, prefetch, sink_url=link.amqp_url())
     p = portico(config)
     name = f"portico {bridge} source"
     pid = wait_until(lambda: portico_connection_pid(name), 30, f"connection {name!r}")
@@ -450,18 +436,8 @@ def test_confirm_window_bounds_publishes_awaiting_confirms(portico, rabbit, slow
     rabbit.queue(source)
     rabbit.queue(target)
     link = slow_link(5672, 0)
-    config = f"""
-connections:
-  rabbit: {{ protocol: amqp091, url: "{RABBIT_URL}" }}
-  held: {{ protocol: amqp091, url: "{link.amqp_url()}" }}
-bridges:
-  - name: {bridge}
-    source: {{ connection: rabbit, queue: {source}, prefetch: 100 }}
-    sink: {{ connection: held, exchange: "", routing_key: {target}, confirm_window: {window} }}
-    max_in_flight: 100
-    retry: {RETRY}
-shutdown_timeout: 10s
-"""
+    config = rabbit_to_rabbit(bridge, source, target, prefetch=100, max_in_flight=100,
+                              sink_url=link.amqp_url(), sink_extra=f", confirm_window: {window}")
     p = portico(config)
     link.hold()
     publish_numbered(source, range(total), size=64)
