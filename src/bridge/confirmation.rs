@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{MAX_RETRIES, Shared, Work, stamp_attempts};
 use crate::backoff::{Backoff, pause};
 use crate::connector::{DeliveryError, Disposition, Pending};
-use crate::pipeline::{Envelope, Ledger, Route};
+use crate::pipeline::{Ledger, Route};
 
 impl Shared {
     /// Emits a message that came back to the source after `work.attempts` deliveries, after
@@ -20,28 +20,23 @@ impl Shared {
         self.metrics.retries.inc();
         self.stamp(&mut work);
         let mut ledger = Ledger::lossy().strict(self.strict);
-        let Some(emitted) = self.emit_unless_stopped(work.envelope(), &route, &mut ledger).await
-        else {
+        let emitting = self.sink.emit(work.envelope(), &route, &mut ledger);
+        let Some(emitted) = self.unless_stopped(emitting).await else {
             return self.release(work).await;
         };
         self.account(&ledger);
         self.complete(work, route, emitted).await;
     }
 
-    /// Hands the message to the sink, unless the bridge stops first. A sink can wait long
-    /// before it takes a message (a reconnect, AMQP 1.0 credit, a full confirm window): the
-    /// message must go back to the source at shutdown, not hold the drain until its deadline.
-    /// `None` when the bridge stopped; the caller gives the message back.
-    pub(super) async fn emit_unless_stopped(
-        &self,
-        envelope: &Envelope,
-        route: &Route,
-        ledger: &mut Ledger,
-    ) -> Option<Result<Pending, DeliveryError>> {
+    /// Runs `step` unless the bridge stops first: `None` then, and the caller gives the
+    /// message back. For handing a message to a sink, which can wait long before it takes one
+    /// (a reconnect, AMQP 1.0 credit, a full confirm window): at shutdown the message must go
+    /// back to the source, not hold the drain until its deadline.
+    pub(super) async fn unless_stopped<T>(&self, step: impl Future<Output = T>) -> Option<T> {
         tokio::select! {
             biased;
             _ = self.stop.cancelled() => None,
-            emitted = self.sink.emit(envelope, route, ledger) => Some(emitted),
+            done = step => Some(done),
         }
     }
 
@@ -103,7 +98,7 @@ impl Shared {
             // The first attempt already accounted for (and judged) what encoding loses. Boxed,
             // as the timer above.
             let mut lossy = Ledger::lossy();
-            let retry = self.emit_unless_stopped(work.envelope(), &route, &mut lossy);
+            let retry = self.unless_stopped(self.sink.emit(work.envelope(), &route, &mut lossy));
             outcome = match Box::pin(retry).await {
                 Some(Ok(pending)) => pending.await,
                 Some(Err(error)) => Err(error),

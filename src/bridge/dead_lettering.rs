@@ -20,10 +20,9 @@ impl Shared {
             loop {
                 // As a retry: a dead-letter sink that cannot take the message yet must not
                 // hold it past a shutdown.
-                let emitted = tokio::select! {
-                    biased;
-                    _ = self.stop.cancelled() => return self.release(work).await,
-                    emitted = dl.emit(&work.received.envelope, &failure, &self.name) => emitted,
+                let emitting = dl.emit(&work.received.envelope, &failure, &self.name);
+                let Some(emitted) = self.unless_stopped(emitting).await else {
+                    return self.release(work).await;
                 };
                 let confirmed = match emitted {
                     Ok(pending) => pending.await,

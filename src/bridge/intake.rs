@@ -214,8 +214,8 @@ impl Shared {
         }
         self.stamp(&mut work);
         let mut ledger = Ledger::lossy().strict(self.strict);
-        let Some(emitted) = self.emit_unless_stopped(work.envelope(), &route, &mut ledger).await
-        else {
+        let emitting = self.sink.emit(work.envelope(), &route, &mut ledger);
+        let Some(emitted) = self.unless_stopped(emitting).await else {
             self.release(work).await;
             return None;
         };
