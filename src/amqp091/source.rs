@@ -60,13 +60,13 @@ impl Settler {
     }
 
     /// Sends the acks for every verdict given so far, then stops.
-    async fn finish(self) {
+    async fn finish(self, bridge: &str) {
         drop(self.verdicts);
         self.finish.cancel();
         if tokio::time::timeout(SETTLE_DEADLINE, self.task).await.is_err() {
             tracing::warn!(
-                "Acks were still being sent at shutdown; those messages will be \
-                delivered again"
+                bridge,
+                "Acks were still being sent at shutdown; those messages will be delivered again"
             );
         }
     }
@@ -93,7 +93,7 @@ impl Source for Amqp091Source {
                     // bridge has settled everything it could and the acks are written.
                     drained.cancelled().await;
                     let Session { connection, consumer, settler } = *session;
-                    settler.finish().await;
+                    settler.finish(&self.bridge).await;
                     drop(consumer);
                     let _ = connection.close(200, "portico shutting down".into()).await;
                     return Ok(());
