@@ -461,3 +461,33 @@ def test_confirm_window_bounds_publishes_awaiting_confirms(portico, rabbit, slow
     assert [props.message_id for props, _ in drain(target)] == [f"m-{n}" for n in range(total)]
     assert queue_total(source) == 0
     assert p.stop() == 0
+
+
+def test_sigterm_with_a_full_confirm_window_gives_everything_back(portico, rabbit, slow_link):
+    """SIGTERM while the broker holds back every confirm: the eight publishes awaiting theirs
+    are waited for until the shutdown timeout, the message waiting for room goes back at once,
+    and portico exits. Nothing was confirmed, so nothing was acked: all 50 are in the source
+    again; the target holds the eight that were published (they will come again: at most the
+    window is duplicated)."""
+    source, target, bridge = unique("cwt-src"), unique("cwt-dst"), unique("cwt")
+    total, window = 50, 8
+    rabbit.queue(source)
+    rabbit.queue(target)
+    link = slow_link(5672, 0)
+    config = rabbit_to_rabbit(bridge, source, target, prefetch=100, max_in_flight=100,
+                              sink_url=link.amqp_url(), sink_extra=f", confirm_window: {window}")
+    config = config.replace("shutdown_timeout: 10s", "shutdown_timeout: 2s")
+    p = portico(config)
+    link.hold()
+    publish_numbered(source, range(total), size=64)
+    wait_until(lambda: rabbit.depth(target) == window and
+               metric(p, "portico_messages_in_flight") == window + 1, 30, "a full window")
+    started = time.monotonic()
+    assert p.stop(timeout=30) == 0
+    took = time.monotonic() - started
+    print(f"exited {took:.1f} s after SIGTERM")
+    # The shutdown timeout (2 s) for the confirms, then at most the close deadline (5 s) for
+    # connections whose broker does not answer.
+    assert took < 2 + 5 + 3, took
+    wait_until(lambda: queue_total(source) == total, 30, f"all {total} back on {source}")
+    assert rabbit.depth(target) == window
