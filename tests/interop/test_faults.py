@@ -491,3 +491,37 @@ def test_sigterm_with_a_full_confirm_window_gives_everything_back(portico, rabbi
     assert took < 2 + 5 + 3, took
     wait_until(lambda: queue_total(source) == total, 30, f"all {total} back on {source}")
     assert rabbit.depth(target) == window
+
+
+def test_sink_connection_closed_with_a_full_confirm_window(portico, rabbit, slow_link):
+    """The broker closes the sink's connection while the confirm window (8) is full: the
+    publishes awaiting confirms fail with it and give their room back, so the new connection
+    gets a whole window again. Every message arrives; duplicates stay within the window."""
+    source, target, bridge = unique("cwc-src"), unique("cwc-dst"), unique("cwc")
+    total, window = int(1000 * SCALE), 8
+    rabbit.queue(source)
+    rabbit.queue(target)
+    publish_numbered(source, range(total), size=256)
+    wait_until(lambda: rabbit.depth(source) == total, 30, f"{total} messages on {source}")
+    link = slow_link(5672, 0.05)  # confirms come 50 ms late: the window is always full
+    config = rabbit_to_rabbit(bridge, source, target, prefetch=100, max_in_flight=100,
+                              sink_url=link.amqp_url(), sink_extra=f", confirm_window: {window}")
+    p = portico(config)
+    name = f"portico {bridge} sink"
+    pid = wait_until(lambda: portico_connection_pid(name), 30, f"connection {name!r}")
+    wait_until(lambda: metric(p, "portico_messages_delivered_total") >= 100, 60, "100 delivered")
+    subprocess.run([RABBITMQCTL, "-q", "close_connection", pid, "test"], check=True, timeout=60)
+    closed_at = metric(p, "portico_messages_delivered_total")
+    assert closed_at < total, "the close did not land mid-flow"
+    wait_until(lambda: (q := portico_connection_pid(name)) and q != pid, 60, "a new sink connection")
+
+    def all_settled():
+        m = p.metrics()
+        return m["portico_messages_in_flight"] == 0 and queue_total(source) == 0
+
+    wait_until(all_settled, 120, f"every message of {source} settled")
+    ids = [props.message_id for props, _ in drain(target)]
+    duplicates = reconcile(ids, [f"m-{n}" for n in range(total)], window, "sink connection closed")
+    print(f"closed after {closed_at:.0f} delivered; {duplicates} duplicates")
+    assert metric(p, "portico_messages_dead_lettered_total") == 0
+    assert p.stop() == 0
