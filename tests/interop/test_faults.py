@@ -427,27 +427,36 @@ def test_kafka_down_at_startup(portico, rabbit, tansu):
     assert metric(p, "portico_messages_delivered_total") == total
 
 
+HELD_TOTAL, HELD_WINDOW = 50, 8
+
+
+def full_window_behind_held_confirms(portico, rabbit, slow_link, name, shutdown_timeout="10s"):
+    """A 0-9-1 → 0-9-1 bridge with `confirm_window: 8` whose sink reaches RabbitMQ through a
+    link holding back the broker's replies; 50 messages in the source. Returns (portico,
+    source, target, link) once eight are published and the ninth waits for room."""
+    source, target = rabbit.queue(unique(f"{name}-src")), rabbit.queue(unique(f"{name}-dst"))
+    link = slow_link(5672, 0)
+    config = rabbit_to_rabbit(unique(name), source, target, prefetch=100, max_in_flight=100,
+                              sink_url=link.amqp_url(),
+                              sink_extra=f", confirm_window: {HELD_WINDOW}")
+    p = portico(config.replace("shutdown_timeout: 10s", f"shutdown_timeout: {shutdown_timeout}"))
+    link.hold()
+    publish_numbered(source, range(HELD_TOTAL), size=64)
+
+    def window_full():
+        in_flight = metric(p, "portico_messages_in_flight")
+        return in_flight == HELD_WINDOW + 1 and rabbit.depth(target) == HELD_WINDOW
+
+    wait_until(window_full, 30, f"{HELD_WINDOW} published, one more waiting")
+    return p, source, target, link
+
+
 def test_confirm_window_bounds_publishes_awaiting_confirms(portico, rabbit, slow_link):
     """`confirm_window: 8` on the sink: with the broker's confirms held back, portico publishes
     eight messages and waits, though prefetch and max_in_flight (100) would let it take all
     50 from the source. Once the confirms flow again every message crosses, once, in order."""
-    source, target, bridge = unique("cw-src"), unique("cw-dst"), unique("cw")
-    total, window = 50, 8
-    rabbit.queue(source)
-    rabbit.queue(target)
-    link = slow_link(5672, 0)
-    config = rabbit_to_rabbit(bridge, source, target, prefetch=100, max_in_flight=100,
-                              sink_url=link.amqp_url(), sink_extra=f", confirm_window: {window}")
-    p = portico(config)
-    link.hold()
-    publish_numbered(source, range(total), size=64)
-
-    def window_full():
-        # Eight publishes await their confirm; the ninth message waits for room.
-        in_flight = metric(p, "portico_messages_in_flight")
-        return in_flight == window + 1 and rabbit.depth(target) == window
-
-    wait_until(window_full, 30, f"{window} published, one more waiting")
+    p, source, target, link = full_window_behind_held_confirms(portico, rabbit, slow_link, "cw")
+    total, window = HELD_TOTAL, HELD_WINDOW
     # Observed for a second: the window stays full and nothing more is published.
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
@@ -469,19 +478,10 @@ def test_sigterm_with_a_full_confirm_window_gives_everything_back(portico, rabbi
     and portico exits. Nothing was confirmed, so nothing was acked: all 50 are in the source
     again; the target holds the eight that were published (they will come again: at most the
     window is duplicated)."""
-    source, target, bridge = unique("cwt-src"), unique("cwt-dst"), unique("cwt")
-    total, window = 50, 8
-    rabbit.queue(source)
-    rabbit.queue(target)
-    link = slow_link(5672, 0)
-    config = rabbit_to_rabbit(bridge, source, target, prefetch=100, max_in_flight=100,
-                              sink_url=link.amqp_url(), sink_extra=f", confirm_window: {window}")
-    config = config.replace("shutdown_timeout: 10s", "shutdown_timeout: 2s")
-    p = portico(config)
-    link.hold()
-    publish_numbered(source, range(total), size=64)
-    wait_until(lambda: rabbit.depth(target) == window and
-               metric(p, "portico_messages_in_flight") == window + 1, 30, "a full window")
+    p, source, target, _ = full_window_behind_held_confirms(
+        portico, rabbit, slow_link, "cwt", shutdown_timeout="2s"
+    )
+    total, window = HELD_TOTAL, HELD_WINDOW
     started = time.monotonic()
     assert p.stop(timeout=30) == 0
     took = time.monotonic() - started
