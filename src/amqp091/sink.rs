@@ -243,8 +243,9 @@ impl Sink for Amqp091Sink {
     }
 
     async fn flush(&self, _deadline: std::time::Duration) {
-        // Every publish is awaited by its bridge task; nothing is buffered here. A publish still
-        // waiting for room in the window gives up; then close cleanly.
+        // Every publish is awaited by its bridge task; nothing is buffered here. The bridge has
+        // drained (or given up on) its messages by now; closing the window makes sure none
+        // waits for room past this point. Then close cleanly.
         self.window.close();
         if let Some((connection, channel)) = self.session.lock().await.take() {
             let _ = channel.close(200, "portico shutting down".into()).await;

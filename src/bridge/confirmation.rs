@@ -28,15 +28,17 @@ impl Shared {
         self.complete(work, route, emitted).await;
     }
 
-    /// Runs `step` unless the bridge stops first: `None` then, and the caller gives the
-    /// message back. For handing a message to a sink, which can wait long before it takes one
-    /// (a reconnect, AMQP 1.0 credit, a full confirm window): at shutdown the message must go
-    /// back to the source, not hold the drain until its deadline.
+    /// Runs `step` unless the bridge stops before it is done: `None` then, and the caller
+    /// gives the message back. For handing a message to a sink, which can wait long before
+    /// it takes one (a reconnect, AMQP 1.0 credit, a full confirm window): at shutdown the
+    /// message must go back to the source, not hold the drain until its deadline. A sink that
+    /// takes the message at once still gets it while stopping (`step` is polled first): a
+    /// message failing during the drain still reaches a healthy dead-letter sink.
     pub(super) async fn unless_stopped<T>(&self, step: impl Future<Output = T>) -> Option<T> {
         tokio::select! {
             biased;
-            _ = self.stop.cancelled() => None,
             done = step => Some(done),
+            _ = self.stop.cancelled() => None,
         }
     }
 

@@ -98,6 +98,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_message_refused_during_the_drain_still_reaches_the_dead_letter_sink() {
+        let (mut bridge, log) = bridge(vec![message("1", Some("a"))], vec![], true);
+        let refused = DeliveryError::Refused("no".into());
+        let after = std::time::Duration::from_secs(1);
+        bridge.sink =
+            std::sync::Arc::new(LateVerdict { after, verdict: refused, log: log.clone() });
+        // Shut down as soon as the message is out; its refusal comes a second later, while
+        // the bridge drains (for up to 5 s).
+        run_until(bridge, &log, &["emit 1"], 1).await.expect("the bridge stops cleanly");
+        let emits = lines(&log, "emit 1");
+        assert_eq!(emits.len(), 2, "{emits:?}");
+        assert!(emits[1].contains("dlq"), "the second emit is the dead letter: {emits:?}");
+        assert_eq!(lines(&log, "accept"), ["accept 1"]);
+        assert!(lines(&log, "release").is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_permanent_failure_goes_to_the_dead_letter_then_the_source_is_accepted() {
         let refused = Err(DeliveryError::Refused("no".into()));
         let (bridge, log) = bridge(vec![message("1", Some("a"))], vec![refused], true);

@@ -164,6 +164,34 @@ impl Sink for Stalls {
     async fn flush(&self, _deadline: Duration) {}
 }
 
+/// Takes every message at once and answers its confirm `after` a while with `verdict`: a
+/// broker that refuses what it was sent, slowly.
+pub(super) struct LateVerdict {
+    pub(super) after: Duration,
+    pub(super) verdict: DeliveryError,
+    pub(super) log: Log,
+}
+
+#[async_trait]
+impl Sink for LateVerdict {
+    async fn emit(
+        &self,
+        envelope: &Envelope,
+        _route: &Route,
+        _ledger: &mut Ledger,
+    ) -> Result<Pending, DeliveryError> {
+        let id = envelope.header("id").and_then(|v| v.to_template_text()).unwrap_or_default();
+        self.log.lock().expect("log lock").push(format!("emit {id}"));
+        let (after, verdict) = (self.after, self.verdict.clone());
+        Ok(Box::pin(async move {
+            tokio::time::sleep(after).await;
+            Err(verdict)
+        }))
+    }
+
+    async fn flush(&self, _deadline: Duration) {}
+}
+
 pub(super) fn message(id: &str, key: Option<&str>) -> Envelope {
     let mut env = Envelope::default();
     env.headers.push(("id".into(), Value::String(id.into())));

@@ -474,8 +474,8 @@ def test_confirm_window_bounds_publishes_awaiting_confirms(portico, rabbit, slow
 
 def test_sigterm_with_a_full_confirm_window_gives_everything_back(portico, rabbit, slow_link):
     """SIGTERM while the broker holds back every confirm: the eight publishes awaiting theirs
-    are waited for until the shutdown timeout, the message waiting for room goes back at once,
-    and portico exits. Nothing was confirmed, so nothing was acked: all 50 are in the source
+    are waited for until the shutdown timeout, the message waiting for room goes back without
+    holding the exit (it would add the 5 s drain deadline), and portico exits. Nothing was confirmed, so nothing was acked: all 50 are in the source
     again; the target holds the eight that were published (they will come again: at most the
     window is duplicated)."""
     p, source, target, _ = full_window_behind_held_confirms(
