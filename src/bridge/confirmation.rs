@@ -227,7 +227,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_retry_waiting_on_its_sink_gives_the_message_back_at_shutdown() {
         let (mut bridge, log) = bridge(vec![message("1", Some("a"))], vec![], false);
-        bridge.sink = Arc::new(Stalls { fails: 1.into(), log: log.clone() });
+        let busy =
+            Answer::Fails { after: Duration::ZERO, error: DeliveryError::Transient("busy".into()) };
+        bridge.sink = Slow::new(vec![busy], &log);
         let started = tokio::time::Instant::now();
         // The first attempt fails; the retry's emit never returns. Shut down then.
         run_until(bridge, &log, &["emit 1"], 2).await.expect("the bridge stops cleanly");

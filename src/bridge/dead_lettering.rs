@@ -86,7 +86,7 @@ mod tests {
         let refused = Err(DeliveryError::Refused("no".into()));
         let (mut bridge, log) = bridge(vec![message("1", Some("a"))], vec![refused], true);
         if let Some(dl) = bridge.dead_letter.as_mut() {
-            dl.sink = std::sync::Arc::new(Stalls { fails: 0.into(), log: log.clone() });
+            dl.sink = Slow::new(vec![Answer::Never], &log);
         }
         let started = tokio::time::Instant::now();
         // The sink refuses; the dead-letter sink never takes the message. Shut down then.
@@ -100,10 +100,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_message_refused_during_the_drain_still_reaches_the_dead_letter_sink() {
         let (mut bridge, log) = bridge(vec![message("1", Some("a"))], vec![], true);
-        let refused = DeliveryError::Refused("no".into());
+        let error = DeliveryError::Refused("no".into());
         let after = std::time::Duration::from_secs(1);
-        bridge.sink =
-            std::sync::Arc::new(LateVerdict { after, verdict: refused, log: log.clone() });
+        bridge.sink = Slow::new(vec![Answer::Fails { after, error }], &log);
         // Shut down as soon as the message is out; its refusal comes a second later, while
         // the bridge drains (for up to 5 s).
         run_until(bridge, &log, &["emit 1"], 1).await.expect("the bridge stops cleanly");

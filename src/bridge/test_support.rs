@@ -134,46 +134,28 @@ impl Sink for Unclosable {
     }
 }
 
-/// Fails the first `fails` deliveries (the confirm says the broker was busy), then never
-/// answers an emit again: a sink waiting on a broker that does not come back.
-pub(super) struct Stalls {
-    pub(super) fails: Mutex<u32>,
+/// How a [`Slow`] sink answers one emit.
+pub(super) enum Answer {
+    /// Takes the message; its confirm says `error` after `after`.
+    Fails { after: Duration, error: DeliveryError },
+    /// Never takes the message: a sink waiting on a broker that does not come back.
+    Never,
+}
+
+/// Answers each emit with the next scripted [`Answer`], then `Never` once the script is empty.
+pub(super) struct Slow {
+    pub(super) script: Mutex<VecDeque<Answer>>,
     pub(super) log: Log,
 }
 
-#[async_trait]
-impl Sink for Stalls {
-    async fn emit(
-        &self,
-        envelope: &Envelope,
-        _route: &Route,
-        _ledger: &mut Ledger,
-    ) -> Result<Pending, DeliveryError> {
-        let id = envelope.header("id").and_then(|v| v.to_template_text()).unwrap_or_default();
-        self.log.lock().expect("log lock").push(format!("emit {id}"));
-        {
-            let mut fails = self.fails.lock().expect("fails lock");
-            if *fails > 0 {
-                *fails -= 1;
-                return Ok(Box::pin(async { Err(DeliveryError::Transient("busy".into())) }));
-            }
-        }
-        std::future::pending().await
+impl Slow {
+    pub(super) fn new(script: Vec<Answer>, log: &Log) -> Arc<Slow> {
+        Arc::new(Slow { script: Mutex::new(script.into()), log: log.clone() })
     }
-
-    async fn flush(&self, _deadline: Duration) {}
-}
-
-/// Takes every message at once and answers its confirm `after` a while with `verdict`: a
-/// broker that refuses what it was sent, slowly.
-pub(super) struct LateVerdict {
-    pub(super) after: Duration,
-    pub(super) verdict: DeliveryError,
-    pub(super) log: Log,
 }
 
 #[async_trait]
-impl Sink for LateVerdict {
+impl Sink for Slow {
     async fn emit(
         &self,
         envelope: &Envelope,
@@ -182,11 +164,14 @@ impl Sink for LateVerdict {
     ) -> Result<Pending, DeliveryError> {
         let id = envelope.header("id").and_then(|v| v.to_template_text()).unwrap_or_default();
         self.log.lock().expect("log lock").push(format!("emit {id}"));
-        let (after, verdict) = (self.after, self.verdict.clone());
-        Ok(Box::pin(async move {
-            tokio::time::sleep(after).await;
-            Err(verdict)
-        }))
+        let answer = self.script.lock().expect("script lock").pop_front();
+        match answer.unwrap_or(Answer::Never) {
+            Answer::Fails { after, error } => Ok(Box::pin(async move {
+                tokio::time::sleep(after).await;
+                Err(error)
+            })),
+            Answer::Never => std::future::pending().await,
+        }
     }
 
     async fn flush(&self, _deadline: Duration) {}

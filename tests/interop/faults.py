@@ -143,7 +143,7 @@ class SlowLink:
     def amqp_url(self):
         """The shared broker's AMQP URL, through this link."""
         url = RABBIT_URL.replace("127.0.0.1:5672", f"127.0.0.1:{self.port}")
-        assert url != RABBIT_URL
+        assert url != RABBIT_URL, "RABBIT_URL must name 127.0.0.1:5672"
         return url
 
     def hold(self):

@@ -70,10 +70,7 @@ def config(bridge, connections, source, sink):
 
 def paced_rabbit(slow_link):
     """A 0-9-1 connection to the shared RabbitMQ through a link that delays its replies."""
-    link = slow_link(5672, DELAY)
-    url = RABBIT_URL.replace("127.0.0.1:5672", f"127.0.0.1:{link.port}")
-    assert url != RABBIT_URL, "RABBIT_URL must name 127.0.0.1:5672"
-    return {"protocol": "amqp091", "url": url}
+    return {"protocol": "amqp091", "url": slow_link(5672, DELAY).amqp_url()}
 
 
 def node_connections(node):

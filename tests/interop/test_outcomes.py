@@ -389,13 +389,9 @@ def test_a_source_that_cannot_connect_names_its_broker_once(portico, rabbit):
     url = RABBIT_URL.replace("127.0.0.1:5672", f"127.0.0.1:{port}")
     assert url != RABBIT_URL
     dst, name = rabbit.queue(unique("nc-dst")), unique("no-connect")
-    connections = {"down": {"protocol": "amqp091", "url": url},
-                   "rabbit": {"protocol": "amqp091", "url": RABBIT_URL}}
-    bridges = [{"name": name, "source": {"connection": "down", "queue": "q"},
+    bridges = [{"name": name, "source": {"connection": "target", "queue": "q"},
                 "sink": {"connection": "rabbit", "exchange": "", "routing_key": dst}}]
-    text = f"connections: {json.dumps(connections)}\nbridges: {json.dumps(bridges)}\n"
-
-    p = portico(text, ready=False)
+    p = portico(config(bridges, rabbit_url=url), ready=False)
 
     def waiting():
         status, body = p.http("/readyz")
