@@ -102,9 +102,37 @@ fn unknown_fields_and_wrong_types_point_at_the_field() {
     assert_eq!(
         stderr.trim_end(),
         format!(
-            "{}:4:39: bridges[0].source.prefetch: invalid type: string \"lots\", expected u16",
+            "{}:4:39: bridges[0].source.prefetch: invalid type: string \"lots\", expected a \
+             whole number from 0 to 65535",
             path.display()
         )
+    );
+
+    // Numbers out of range name the range, not the Rust type that holds them.
+    let path = write(
+        "ranges.yaml",
+        "connections: {}\nbridges:\n  - name: a\n    sink: {connection: x, confirm_window: -1}\n",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "{}:4:43: bridges[0].sink.confirm_window: invalid type: integer `-1`, expected a \
+             whole number from 0 to 4294967295",
+            path.display()
+        )
+    );
+    let path =
+        write("big.yaml", "connections: {}\nbridges:\n  - name: a\n    max_in_flight: 1.5\n");
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.trim_end().ends_with(
+            "bridges[0].max_in_flight: invalid type: floating point `1.5`, expected a whole \
+             number from 0 to 18446744073709551615"
+        ),
+        "{stderr}"
     );
 }
 

@@ -100,13 +100,29 @@ fn parse(text: &str) -> Result<File, Problem> {
         let (line, column) = inner.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
         // serde_yaml_ng prefixes its message with the path of the enclosing node and ends it
         // with the position; both are printed separately.
-        let message = strip_location(&inner.to_string());
+        let message = name_ranges(&strip_location(&inner.to_string()));
         let message = match message.split_once(": ") {
             Some((head, tail)) if path.starts_with(head) => tail.to_owned(),
             _ => message,
         };
         Problem { line, column, path: if path == "." { String::new() } else { path }, message }
     })
+}
+
+/// serde names the Rust type a number did not fit ("expected u32"); users need its range.
+fn name_ranges(message: &str) -> String {
+    const RANGES: [(&str, &str); 6] = [
+        ("expected i32", "expected a whole number from -2147483648 to 2147483647"),
+        ("expected f64", "expected a number"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u32", "expected a whole number from 0 to 4294967295"),
+        ("expected u64", "expected a whole number from 0 to 18446744073709551615"),
+        ("expected usize", "expected a whole number from 0 to 18446744073709551615"),
+    ];
+    match RANGES.iter().find(|(rust, _)| message.ends_with(rust)) {
+        Some((rust, plain)) => format!("{}{plain}", &message[..message.len() - rust.len()]),
+        None => message.to_owned(),
+    }
 }
 
 fn strip_location(message: &str) -> String {
