@@ -326,6 +326,21 @@ where
         .with_writer(writer)
 }
 
+/// The text format's builder: `log_builder` with values quoted where they would split.
+pub(crate) fn text_log_builder<W>(
+    writer: W,
+) -> tracing_subscriber::fmt::SubscriberBuilder<
+    crate::telemetry::text::TextFields,
+    tracing_subscriber::fmt::format::Format,
+    tracing::level_filters::LevelFilter,
+    W,
+>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    log_builder(writer).fmt_fields(crate::telemetry::text::TextFields)
+}
+
 fn init_logging(format: LogFormat) {
     use std::io::IsTerminal as _;
     use tracing_subscriber::filter::Targets;
@@ -342,10 +357,17 @@ fn init_logging(format: LogFormat) {
     // Colours only for a person at a terminal: a file or a log shipper gets plain text.
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let colour = std::io::stderr().is_terminal() && !no_color;
-    let builder = log_builder(std::io::stderr).with_ansi(colour);
     match format {
-        LogFormat::Text => builder.finish().with(targets).init(),
-        LogFormat::Json => builder.json().flatten_event(true).finish().with(targets).init(),
+        LogFormat::Text => {
+            text_log_builder(std::io::stderr).with_ansi(colour).finish().with(targets).init()
+        }
+        LogFormat::Json => log_builder(std::io::stderr)
+            .with_ansi(colour)
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(targets)
+            .init(),
     }
     if let (Some(asked), Some(Err(error))) = (asked, parsed) {
         tracing::warn!(value = %asked, %error, default = DEFAULT,
@@ -372,6 +394,24 @@ mod log_tests {
         assert!(!targets.would_enable("lapin::channel", &tracing::Level::WARN));
         assert!(targets.would_enable("other", &tracing::Level::INFO));
         assert!(super::log_targets("info,portico=loud").is_err());
+    }
+
+    #[test]
+    fn text_values_that_would_split_are_quoted() {
+        let captured = crate::telemetry::CapturedLog::default();
+        let writer = captured.clone();
+        let subscriber = super::text_log_builder(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let (part, bridge) = ("orders sink", "orders");
+            let error = String::from("exchange \"x\" does not exist");
+            let debugged = "a b";
+            tracing::warn!(sink = %part, %bridge, %error, empty = "", count = 3, ?debugged,
+                "Sink stopped");
+        });
+        let text = captured.text();
+        let fields = r#"Sink stopped sink="orders sink" bridge=orders "#.to_owned()
+            + r#"error="exchange \"x\" does not exist" empty="" count=3 debugged="a b""#;
+        assert!(text.trim_end().ends_with(&fields), "{text}");
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //!
 //! Everything observable about the gateway is here: the Prometheus registry
 //! ([`metrics`]), the readiness of each bridge ([`Health`]) and the HTTP endpoint that serves
-//! both ([`http`]).
+//! both ([`http`]), and the text log format's fields ([`text`]).
 
 pub mod http;
 pub mod metrics;
+pub mod text;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
