@@ -54,6 +54,14 @@ pub trait Source: Send {
 /// A confirmation still on its way from the broker.
 pub type Pending = BoxFuture<'static, Result<(), DeliveryError>>;
 
+/// The broker's verdict on an emit: its confirmation, or the error that kept it from going.
+pub async fn confirmed(emitted: Result<Pending, DeliveryError>) -> Result<(), DeliveryError> {
+    match emitted {
+        Ok(pending) => pending.await,
+        Err(error) => Err(error),
+    }
+}
+
 /// Publishes messages and reports the broker's verdict.
 #[async_trait]
 pub trait Sink: Send + Sync {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{MAX_RETRIES, Shared, Work, stamp_attempts};
 use crate::backoff::{Backoff, pause};
-use crate::connector::{DeliveryError, Disposition, Pending};
+use crate::connector::{DeliveryError, Disposition, Pending, confirmed};
 use crate::pipeline::{Ledger, Route};
 
 impl Shared {
@@ -59,10 +59,7 @@ impl Shared {
         emitted: Result<Pending, DeliveryError>,
     ) {
         let mut backoff = Backoff::of(&self.retry);
-        let mut outcome = match emitted {
-            Ok(pending) => pending.await,
-            Err(error) => Err(error),
-        };
+        let mut outcome = confirmed(emitted).await;
         loop {
             work.attempts += 1;
             let error = match outcome {
@@ -102,8 +99,7 @@ impl Shared {
             let mut lossy = Ledger::lossy();
             let retry = self.unless_stopped(self.sink.emit(work.envelope(), &route, &mut lossy));
             outcome = match Box::pin(retry).await {
-                Some(Ok(pending)) => pending.await,
-                Some(Err(error)) => Err(error),
+                Some(emitted) => confirmed(emitted).await,
                 None => return Box::pin(self.release(work)).await,
             };
         }

@@ -3,7 +3,7 @@
 
 use super::{Shared, Work};
 use crate::backoff::Backoff;
-use crate::connector::Disposition;
+use crate::connector::{Disposition, confirmed};
 use crate::deadletter::Failure;
 
 impl Shared {
@@ -24,11 +24,7 @@ impl Shared {
                 let Some(emitted) = self.unless_stopped(emitting).await else {
                     return self.release(work).await;
                 };
-                let confirmed = match emitted {
-                    Ok(pending) => pending.await,
-                    Err(error) => Err(error),
-                };
-                let error = match confirmed {
+                let error = match confirmed(emitted).await {
                     Ok(()) => {
                         work.received.settle.accept().await;
                         self.metrics.dead_lettered.inc();
