@@ -10,7 +10,10 @@ For each direction, in one run:
   from start to `/readyz` answering 200;
 - **RabbitMQ Shovel** (0-9-1 → 0-9-1 and 1.0 → 0-9-1): a dynamic shovel, `ack-mode:
   on-confirm`, prefetch 1000, on the same kind of queues with the same preload, timed from
-  the first to the last message in the target queue;
+  the first to the last message in the target queue. The 1.0 shovel of RabbitMQ 3.x writes
+  transient messages without properties, so 1.0 → 0-9-1 is also run with a sink that writes
+  transient messages (`persistent: never`), and that run is the one compared with it;
+  RabbitMQ's CPU per message is read over each timed span, the shovel's own work included;
 - **broker ceilings**: the client libraries portico uses (lapin, fe2o3-amqp, rdkafka), alone,
   producing into and consuming from each broker (`examples/bench_client.rs`); a direction's
   ceiling is the slower of consuming its source and producing into its target. An AMQP 1.0
@@ -58,6 +61,10 @@ RABBIT = os.environ.get("RABBIT_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 KAFKA = os.environ.get("KAFKA_BROKERS", "127.0.0.1:9092")
 DIRECTIONS = ["amqp091-amqp091", "amqp091-kafka", "kafka-amqp091", "amqp10-amqp091", "amqp10-kafka"]
 SHOVELLED = {"amqp091-amqp091", "amqp10-amqp091"}
+# RabbitMQ 3.x's AMQP 1.0 shovel writes what it moves as transient messages without
+# properties (delivery mode, message id and headers are dropped). Its rate is compared with
+# portico making the same move: a sink with `persistent: never`.
+TRANSIENT_SHOVEL = {"amqp10-amqp091"}
 DEADLINE = 600
 
 
@@ -118,8 +125,9 @@ class Rabbit:
 CONFIRM_WINDOW = None
 
 
-def endpoint(protocol, name, role):
-    """The YAML of a source or sink on queue/topic `name`."""
+def endpoint(protocol, name, role, transient=False):
+    """The YAML of a source or sink on queue/topic `name`; `transient`: an AMQP 0-9-1 sink
+    that writes transient messages."""
     if protocol == "amqp091" and role == "source":
         return f"{{ connection: rabbit, queue: {name}, prefetch: 1000 }}"
     if protocol == "amqp10":
@@ -129,7 +137,8 @@ def endpoint(protocol, name, role):
     if protocol == "kafka":
         return f"{{ connection: kafka, topic: {name} }}"
     window = f", confirm_window: {CONFIRM_WINDOW}" if CONFIRM_WINDOW else ""
-    return f"{{ connection: rabbit, exchange: '', routing_key: {name}{window} }}"
+    persistent = ", persistent: never" if transient else ""
+    return f"{{ connection: rabbit, exchange: '', routing_key: {name}{window}{persistent} }}"
 
 
 def config(port, bridges):
@@ -205,20 +214,36 @@ class Portico:
         os.unlink(self.path)
 
 
+def broker_cpu():
+    """CPU seconds (user + system) RabbitMQ's Erlang VM has used so far, or NaN."""
+    total = float("nan")
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == "beam.smp":
+                stat = (proc / "stat").read_text().split(")")[1].split()
+                cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+                total = cpu if total != total else total + cpu
+        except OSError:
+            continue
+    return total
+
+
 def timed(count, progress, alive=lambda: None):
-    """Rate from the first progress seen to `count`, polling `progress` every 20 ms."""
+    """Rate from the first progress seen to `count`, polling `progress` every 20 ms, and
+    RabbitMQ's CPU per message (µs) over the same span."""
     deadline = time.monotonic() + DEADLINE
-    first, base = None, 0
+    first, base, broker = None, 0, float("nan")
     while (done := progress()) < count:
         if first is None and done > 0:
-            first, base = time.monotonic(), done
+            first, base, broker = time.monotonic(), done, broker_cpu()
         alive()
         if time.monotonic() > deadline:
             sys.exit(f"only {done:.0f} of {count} arrived within {DEADLINE} s")
         time.sleep(0.02)
     if first is None:  # everything arrived between two polls
-        return float("nan")
-    return (count - base) / (time.monotonic() - first)
+        return float("nan"), float("nan")
+    moved = count - base
+    return moved / (time.monotonic() - first), (broker_cpu() - broker) / moved * 1e6
 
 
 def preload(protocol, name, count, size):
@@ -226,7 +251,7 @@ def preload(protocol, name, count, size):
     return client("produce", kind(protocol), name, count, size)["rate"]
 
 
-def throughput(direction, count, size, rabbit, topics):
+def throughput(direction, count, size, rabbit, topics, transient=False):
     src_proto, dst_proto = direction.split("-")
     src, dst = unique("bench-src"), unique("bench-dst")
     for proto, name in ((src_proto, src), (dst_proto, dst)):
@@ -236,11 +261,13 @@ def throughput(direction, count, size, rabbit, topics):
         else:
             rabbit.declare(name)
     preload(src_proto, src, count, size)
-    portico = Portico([("bench", endpoint(src_proto, src, "source"), endpoint(dst_proto, dst, "sink"), [])])
-    rate = timed(count, portico.delivered, portico.check_alive)
+    sink = endpoint(dst_proto, dst, "sink", transient)
+    portico = Portico([("bench", endpoint(src_proto, src, "source"), sink, [])])
+    rate, broker_us = timed(count, portico.delivered, portico.check_alive)
     peak, _, cpu = portico.stats()
     portico.stop()
-    return {"rate": rate, "rss": peak, "cpu": cpu, "cpu_us": cpu / count * 1e6}
+    return {"rate": rate, "rss": peak, "cpu": cpu, "cpu_us": cpu / count * 1e6,
+            "broker_us": broker_us}
 
 
 def latency(direction, count, rate, size, rabbit, topics):
@@ -282,7 +309,8 @@ def shovel(direction, count, size, rabbit):
     subprocess.run(["rabbitmqctl", "-q", "set_parameter", "shovel", name, json.dumps(definition)],
                    check=True, capture_output=True)
     try:
-        return timed(count, lambda: rabbit.count(dst))
+        rate, broker_us = timed(count, lambda: rabbit.count(dst))
+        return {"shovel": rate, "shovel_broker_us": broker_us}
     finally:
         subprocess.run(["rabbitmqctl", "-q", "clear_parameter", "shovel", name], capture_output=True)
 
@@ -458,7 +486,11 @@ def main():
             for d in directions:
                 row = throughput(d, args.count, args.size, rabbit, topics)
                 row["ceiling"] = ceiling_of(d, ceiling)
-                row["shovel"] = shovel(d, args.count, args.size, rabbit) if d in SHOVELLED else None
+                row |= shovel(d, args.count, args.size, rabbit) if d in SHOVELLED else {"shovel": None}
+                if d in TRANSIENT_SHOVEL:
+                    rabbit.cleanup()
+                    like = throughput(d, args.count, args.size, rabbit, topics, transient=True)
+                    row["transient_rate"] = like["rate"]
                 rabbit.cleanup()
                 row |= latency(d, args.latency_count, args.rate, args.size, rabbit, topics)
                 rabbit.cleanup()
@@ -485,20 +517,29 @@ def table(directions, rows, args):
     print(f"\n{args.count} x {args.size} B persistent, median of {args.repeat}; "
           f"latency at {args.rate:.0f} msg/s; ratios taken within each run\n")
     header = (f"{'direction':16} {'msg/s':>8} {'vs shovel':>9} {'vs ceiling':>10} {'ceiling':>8} "
-              f"{'RSS MiB':>7} {'CPU s':>6} {'CPU us/msg':>10} {'p50 ms':>7} {'p99 ms':>7} {'ready ms':>8}")
+              f"{'RSS MiB':>7} {'CPU s':>6} {'CPU us/msg':>10} {'broker us/msg':>13} "
+              f"{'p50 ms':>7} {'p99 ms':>7} {'ready ms':>8}")
     print(header)
     for d in directions:
         rs = rows[d]
         m = lambda key: median([r[key] for r in rs])
-        vs_shovel = median([r["rate"] / r["shovel"] for r in rs]) if d in SHOVELLED else None
+        compared = "transient_rate" if d in TRANSIENT_SHOVEL else "rate"
+        vs_shovel = median([r[compared] / r["shovel"] for r in rs]) if d in SHOVELLED else None
         vs_ceiling = median([r["rate"] / r["ceiling"] for r in rs])
         shovel_txt = f"{vs_shovel:9.2f}" if vs_shovel else f"{'-':>9}"
         print(f"{d:16} {m('rate'):8.0f} {shovel_txt} {vs_ceiling:10.2f} {m('ceiling'):8.0f} "
-              f"{m('rss'):7.1f} {m('cpu'):6.2f} {m('cpu_us'):10.1f} {m('p50'):7.2f} {m('p99'):7.2f} "
+              f"{m('rss'):7.1f} {m('cpu'):6.2f} {m('cpu_us'):10.1f} {m('broker_us'):13.1f} "
+              f"{m('p50'):7.2f} {m('p99'):7.2f} "
               f"{m('ready_ms'):8.0f}")
     for d in directions:
         if d in SHOVELLED:
-            print(f"shovel {d}: {median([r['shovel'] for r in rows[d]]):.0f} msg/s")
+            print(f"shovel {d}: {median([r['shovel'] for r in rows[d]]):.0f} msg/s, "
+                  f"broker (shovel included) "
+                  f"{median([r['shovel_broker_us'] for r in rows[d]]):.1f} us/msg")
+        if d in TRANSIENT_SHOVEL:
+            print(f"  the shovel writes transient messages without properties; 'vs shovel' "
+                  f"compares portico with `persistent: never`: "
+                  f"{median([r['transient_rate'] for r in rows[d]]):.0f} msg/s")
 
 
 if __name__ == "__main__":
