@@ -103,7 +103,7 @@ fn unknown_fields_and_wrong_types_point_at_the_field() {
         stderr.trim_end(),
         format!(
             "{}:4:39: bridges[0].source.prefetch: invalid type: string \"lots\", expected a \
-             whole number from 0 to 65535",
+             whole number from 1 to 65535",
             path.display()
         )
     );
@@ -119,7 +119,7 @@ fn unknown_fields_and_wrong_types_point_at_the_field() {
         stderr.trim_end(),
         format!(
             "{}:4:43: bridges[0].sink.confirm_window: invalid type: integer `-1`, expected a \
-             whole number from 0 to 4294967295",
+             whole number from 1 to 4294967295",
             path.display()
         )
     );
@@ -130,7 +130,21 @@ fn unknown_fields_and_wrong_types_point_at_the_field() {
     assert!(
         stderr.trim_end().ends_with(
             "bridges[0].max_in_flight: invalid type: floating point `1.5`, expected a whole \
-             number from 0 to 18446744073709551615"
+             number from 1 to 65535"
+        ),
+        "{stderr}"
+    );
+    // A field without a rule of its own takes what its type holds.
+    let path = write(
+        "frame.yaml",
+        "connections:\n  c: {protocol: amqp10, url: 'amqp://h', max_frame_size: -5}\nbridges: []\n",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.trim_end().ends_with(
+            "connections.c.max_frame_size: invalid type: integer `-5`, expected a whole number \
+             from 0 to 4294967295"
         ),
         "{stderr}"
     );

@@ -100,7 +100,7 @@ fn parse(text: &str) -> Result<File, Problem> {
         let (line, column) = inner.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
         // serde_yaml_ng prefixes its message with the path of the enclosing node and ends it
         // with the position; both are printed separately.
-        let message = name_ranges(&strip_location(&inner.to_string()));
+        let message = name_ranges(&strip_location(&inner.to_string()), &path);
         let message = match message.split_once(": ") {
             Some((head, tail)) if path.starts_with(head) => tail.to_owned(),
             _ => message,
@@ -109,20 +109,33 @@ fn parse(text: &str) -> Result<File, Problem> {
     })
 }
 
-/// serde names the Rust type a number did not fit ("expected u32"); users need its range.
-fn name_ranges(message: &str) -> String {
-    const RANGES: [(&str, &str); 6] = [
-        ("expected i32", "expected a whole number from -2147483648 to 2147483647"),
-        ("expected f64", "expected a number"),
-        ("expected u16", "expected a whole number from 0 to 65535"),
-        ("expected u32", "expected a whole number from 0 to 4294967295"),
-        ("expected u64", "expected a whole number from 0 to 18446744073709551615"),
-        ("expected usize", "expected a whole number from 0 to 18446744073709551615"),
+/// serde names the Rust type a number did not fit ("expected u32"). Users need what the
+/// field takes: the range the checks after parsing enforce, else the type's own range.
+fn name_ranges(message: &str, path: &str) -> String {
+    let types = [
+        ("u16", format!("a whole number from 0 to {}", u16::MAX)),
+        ("u32", format!("a whole number from 0 to {}", u32::MAX)),
+        ("usize", format!("a whole number from 0 to {}", usize::MAX)),
+        ("i32", format!("a whole number from {} to {}", i32::MIN, i32::MAX)),
+        ("f64", "a number".to_owned()),
     ];
-    match RANGES.iter().find(|(rust, _)| message.ends_with(rust)) {
-        Some((rust, plain)) => format!("{}{plain}", &message[..message.len() - rust.len()]),
-        None => message.to_owned(),
-    }
+    let found = types.into_iter().find_map(|(rust, range)| {
+        message.strip_suffix(&format!("expected {rust}")).map(|head| (head, range))
+    });
+    let Some((head, range)) = found else {
+        return message.to_owned();
+    };
+    let rule = match path.rsplit('.').next().unwrap_or(path) {
+        "prefetch" | "max_in_flight" => format!("a whole number from 1 to {}", u16::MAX),
+        "credit" | "confirm_window" | "max_attempts" => {
+            format!("a whole number from 1 to {}", u32::MAX)
+        }
+        "partitions" => {
+            format!("-1 (the broker's default) or a whole number from 1 to {}", i32::MAX)
+        }
+        _ => range,
+    };
+    format!("{head}expected {rule}")
 }
 
 fn strip_location(message: &str) -> String {
