@@ -404,14 +404,18 @@ mod log_tests {
         tracing::subscriber::with_default(subscriber, || {
             let (part, bridge) = ("orders sink", "orders");
             let error = String::from("exchange \"x\" does not exist");
-            let debugged = "a b";
-            tracing::warn!(sink = %part, %bridge, %error, empty = "", count = 3, ?debugged,
-                "Sink stopped");
+            let topics = vec!["a", "b"];
+            let queue = "q\x1b[2J";
+            tracing::warn!(sink = %part, %bridge, %error, empty = "", count = 3, ?topics,
+                %queue, "Sink stopped\non a line of its own");
         });
         let text = captured.text();
-        let fields = r#"Sink stopped sink="orders sink" bridge=orders "#.to_owned()
-            + r#"error="exchange \"x\" does not exist" empty="" count=3 debugged="a b""#;
+        let fields = r#"Sink stopped\non a line of its own sink="orders sink" bridge=orders "#
+            .to_owned()
+            + r#"error="exchange \"x\" does not exist" empty="" count=3 "#
+            + r#"topics="[\"a\", \"b\"]" queue="q\u001b[2J""#;
         assert!(text.trim_end().ends_with(&fields), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
     }
 
     #[test]
@@ -419,7 +423,7 @@ mod log_tests {
         let captured = crate::telemetry::CapturedLog::default();
         let writer = captured.clone();
         let targets: Targets = "info,portico=debug".parse().expect("targets");
-        let subscriber = super::log_builder(move || writer.clone()).finish().with(targets);
+        let subscriber = super::text_log_builder(move || writer.clone()).finish().with(targets);
         tracing::subscriber::with_default(subscriber, || {
             tracing::debug!(target: "portico::bridge", "Shown at debug");
             tracing::debug!(target: "lapin::channel", "Hidden at debug");

@@ -1,5 +1,7 @@
-//! The text log format's fields: `name=value`, the value quoted when it would otherwise run
-//! into the next field (spaces, quotes, `=`, or nothing at all), as logfmt readers expect.
+//! The text log format's fields: `name=value`, the value quoted as a JSON string when it would
+//! otherwise run into the next field (a space, a quote, `=`, a control character, or nothing
+//! at all), as logfmt readers expect. Control characters never reach the terminal raw: in the
+//! message they are escaped as in Rust (`\n`, `\u{1b}`).
 
 use std::fmt::{self, Write as _};
 
@@ -26,7 +28,7 @@ struct TextVisitor<'writer> {
 }
 
 impl TextVisitor<'_> {
-    fn field(&mut self, field: &Field, value: &str, quoted: bool) {
+    fn field(&mut self, field: &Field, value: &str) {
         let name = field.name();
         // tracing-log's metadata of a `log` record: the format prints it already.
         if self.result.is_err() || name.starts_with("log.") {
@@ -36,33 +38,43 @@ impl TextVisitor<'_> {
         let name = name.strip_prefix("r#").unwrap_or(name);
         let w = &mut self.writer;
         self.result = if name == "message" {
-            write!(w, "{space}{value}")
-        } else if quoted || !splits(value) {
-            write!(w, "{space}{name}={value}")
+            w.write_str(space).and_then(|()| write_escaped(w, value))
+        } else if splits(value) {
+            let quoted = serde_json::to_string(value).map_err(|_| fmt::Error);
+            quoted.and_then(|quoted| write!(w, "{space}{name}={quoted}"))
         } else {
-            write!(w, "{space}{name}={value:?}")
+            write!(w, "{space}{name}={value}")
         };
     }
 }
 
 impl Visit for TextVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.field(field, value, false);
+        self.field(field, value);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let mut text = String::new();
-        if write!(text, "{value:?}").is_err() {
-            self.result = Err(fmt::Error);
-            return;
+        match write!(text, "{value:?}") {
+            Ok(()) => self.field(field, &text),
+            Err(error) => self.result = Err(error),
         }
-        // A string logged with `?` arrives quoted and escaped already.
-        let quoted = text.len() >= 2 && text.starts_with('"') && text.ends_with('"');
-        self.field(field, &text, quoted);
     }
 }
 
 /// Whether `value`, written bare, would not read back as one value.
 fn splits(value: &str) -> bool {
-    value.is_empty() || value.chars().any(|c| c.is_whitespace() || c == '"' || c == '=')
+    value.is_empty()
+        || value.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '=')
+}
+
+fn write_escaped(w: &mut Writer<'_>, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() {
+            write!(w, "{}", c.escape_debug())?;
+        } else {
+            w.write_char(c)?;
+        }
+    }
+    Ok(())
 }
