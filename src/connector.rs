@@ -56,10 +56,7 @@ pub type Pending = BoxFuture<'static, Result<(), DeliveryError>>;
 
 /// The broker's verdict on an emit: its confirmation, or the error that kept it from going.
 pub async fn confirmed(emitted: Result<Pending, DeliveryError>) -> Result<(), DeliveryError> {
-    match emitted {
-        Ok(pending) => pending.await,
-        Err(error) => Err(error),
-    }
+    emitted?.await
 }
 
 /// Publishes messages and reports the broker's verdict.
