@@ -151,6 +151,38 @@ fn unknown_fields_and_wrong_types_point_at_the_field() {
 }
 
 #[test]
+fn a_url_the_client_cannot_read_is_refused_without_its_password() {
+    let path = write(
+        "badurl.yaml",
+        "\
+connections:
+  r: { protocol: amqp091, url: 'amqp://guest:sec/ret9@127.0.0.1:5672/%2f' }
+  t: { protocol: amqp10, url: 'amqp://bob:s e\"cr=et9@127.0.0.1:5672', flavor: rabbitmq }
+  ok: { protocol: amqp091, url: 'amqp://h:5672' }
+bridges:
+  - { name: a, source: { connection: ok, queue: q }, sink: { connection: ok, exchange: x } }
+",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    let file = path.display();
+    let advice = "percent-encode `/`, `?`, `#`, `@`, `:`, spaces and quotes in a user name or \
+                  password (`/` is %2F)";
+    let expected = [
+        format!(
+            "{file}:2:32: connections.r.url: amqp://guest:***@127.0.0.1:5672/%2f is not a \
+                 valid URL (invalid port number); {advice}"
+        ),
+        format!(
+            "{file}:3:31: connections.t.url: amqp://bob:***@127.0.0.1:5672 is not a valid \
+                 URL (it holds a space or a quote); {advice}"
+        ),
+    ];
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), expected);
+    assert!(!stderr.contains("ret9") && !stderr.contains("cr=et9"), "{stderr}");
+}
+
+#[test]
 fn unset_environment_variables_are_named() {
     let path = write(
         "env.yaml",

@@ -10,6 +10,7 @@ use super::model::{
     Amqp10Connection, Amqp091Connection, ConnectionModel, Flavor, KafkaConnection, Persistence,
     SinkModel, SourceModel,
 };
+use super::secret::SecretUrl;
 use crate::pipeline::{Node, RecordTime, RouteTemplate, Template};
 
 /// librdkafka settings that at-least-once delivery depends on, which `options` may not change.
@@ -68,24 +69,9 @@ impl Checker {
                     "amqp091",
                     "declare.queues",
                 );
-                match conn.url {
-                    Some(url)
-                        if url.expose().starts_with("amqp://")
-                            || url.expose().starts_with("amqps://") =>
-                    {
-                        model.amqp091 = Some(Amqp091Connection { name: name.to_owned(), url })
-                    }
-                    Some(url) => self.problem(
-                        format!("{path}.url"),
-                        format!(
-                            "{} is not an AMQP URL: write amqp://user:pass@host:5672/vhost",
-                            url.redacted()
-                        ),
-                    ),
-                    None => self.problem(
-                        path.to_owned(),
-                        "missing field `url` (amqp://user:pass@host:5672/vhost)",
-                    ),
+                if let Some(url) = self.amqp_url(path, conn.url, "amqp://user:pass@host:5672/vhost")
+                {
+                    model.amqp091 = Some(Amqp091Connection { name: name.to_owned(), url });
                 }
             }
             Protocol::Kafka => {
@@ -122,6 +108,36 @@ impl Checker {
             }
         }
         model
+    }
+
+    /// An AMQP connection's `url`, if it is one the client libraries can read. Problems name
+    /// the URL with its password hidden.
+    fn amqp_url(&mut self, path: &str, url: Option<SecretUrl>, example: &str) -> Option<SecretUrl> {
+        let Some(url) = url else {
+            self.problem(path.to_owned(), format!("missing field `url` ({example})"));
+            return None;
+        };
+        let text = url.expose();
+        if !text.starts_with("amqp://") && !text.starts_with("amqps://") {
+            let message = format!("{} is not an AMQP URL: write {example}", url.redacted());
+            self.problem(format!("{path}.url"), message);
+            return None;
+        }
+        let why = if text.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+            "it holds a space or a quote".to_owned()
+        } else {
+            match url::Url::parse(text) {
+                Ok(_) => return Some(url),
+                Err(error) => error.to_string(),
+            }
+        };
+        let message = format!(
+            "{} is not a valid URL ({why}); percent-encode `/`, `?`, `#`, `@`, `:`, spaces and \
+             quotes in a user name or password (`/` is %2F)",
+            url.redacted()
+        );
+        self.problem(format!("{path}.url"), message);
+        None
     }
 
     pub(super) fn forbid(
@@ -400,25 +416,7 @@ impl Checker {
                 None
             }),
         };
-        let url = match conn.url {
-            Some(url)
-                if url.expose().starts_with("amqp://") || url.expose().starts_with("amqps://") =>
-            {
-                Some(url)
-            }
-            Some(url) => {
-                let message = format!(
-                    "{} is not an AMQP URL: write amqp://user:pass@host:5672",
-                    url.redacted()
-                );
-                self.problem(format!("{path}.url"), message);
-                None
-            }
-            None => {
-                self.problem(path.to_owned(), "missing field `url` (amqp://user:pass@host:5672)");
-                None
-            }
-        };
+        let url = self.amqp_url(path, conn.url, "amqp://user:pass@host:5672");
         Some(Amqp10Connection {
             name: name.to_owned(),
             url: url?,

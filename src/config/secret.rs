@@ -19,10 +19,24 @@ impl SecretUrl {
         &self.0
     }
 
-    /// The URL with any password replaced by `***`, safe to log.
+    /// The URL with any password replaced by `***`, safe to log. The whole string is one
+    /// URL, so its password is all between the user's `:` and the last `@`, whatever it holds.
     pub fn redacted(&self) -> String {
-        redact(&self.0)
+        match password_span(&self.0) {
+            Some((from, to)) => format!("{}***{}", &self.0[..from], &self.0[to..]),
+            None => redact(&self.0),
+        }
     }
+}
+
+/// Where the password of the URL at the start of `text` lies: after the first `:` that
+/// follows `scheme://`, up to the last `@`. A password may hold any character (`/`, `?`,
+/// `#` and `@` included) when it was not percent-encoded; taking too much is safe.
+fn password_span(text: &str) -> Option<(usize, usize)> {
+    let start = text.find("://")? + 3;
+    let at = start + text[start..].rfind('@')?;
+    let colon = start + text[start..at].find(':')?;
+    Some((colon + 1, at))
 }
 
 /// Replaces the password of every `scheme://user:password@host` in `text` with `***`, and
@@ -51,23 +65,25 @@ fn mask_userinfo(text: &str) -> String {
         .collect()
 }
 
+/// Masks the password of each `scheme://` URL in `text`, a URL ending at whitespace or a
+/// quote: a raw `/`, `?` or `#` in a password must not end it early.
 fn redact_urls(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(scheme_end) = rest.find("://") {
-        let (head, tail) = rest.split_at(scheme_end + 3);
-        out.push_str(head);
-        let authority_end = tail.find(['/', '?', '#', ' ', '"', '\'']).unwrap_or(tail.len());
-        let authority = &tail[..authority_end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                out.push_str(&authority[..colon]);
-                out.push_str(":***");
-                out.push_str(&authority[at..]);
+    while let Some(scheme) = rest.find("://") {
+        let url_end = rest[scheme..]
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .map_or(rest.len(), |end| scheme + end);
+        let url = &rest[..url_end];
+        match password_span(url) {
+            Some((from, to)) => {
+                out.push_str(&url[..from]);
+                out.push_str("***");
+                out.push_str(&url[to..]);
             }
-            _ => out.push_str(authority),
+            None => out.push_str(url),
         }
-        rest = &tail[authority_end..];
+        rest = &rest[url_end..];
     }
     out.push_str(rest);
     out
@@ -174,6 +190,23 @@ mod tests {
         assert_eq!(redact("bob:pw@host"), "bob:***@host");
         assert_eq!(redact("amqp//bob:pw@h/v"), "amqp//bob:***@h/v");
         assert_eq!(redact("no secrets: here"), "no secrets: here");
+    }
+
+    #[test]
+    fn passwords_the_url_cannot_hold_are_redacted_too() {
+        // A raw `/` ends the URL's authority early: the password must go all the same.
+        let url = SecretUrl::new("amqp://guest:sec/ret9@127.0.0.1:5672/%2f");
+        assert_eq!(url.redacted(), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(
+            redact("cannot connect: amqp://guest:sec/ret9@h:5672/%2f: invalid port number"),
+            "cannot connect: amqp://guest:***@h:5672/%2f: invalid port number"
+        );
+        assert_eq!(redact("amqp://u:a?b#c@h/v"), "amqp://u:***@h/v");
+        // A whole URL is known to be one: spaces and quotes in its password go too.
+        let url = SecretUrl::new("amqp://gu est:s e\"cr=et9@h:5672");
+        assert_eq!(url.redacted(), "amqp://gu est:***@h:5672");
+        // Nothing that only looks like a port or a path is taken for a password.
+        assert_eq!(redact("amqp://h:5672/v and bob@example"), "amqp://h:5672/v and bob@example");
     }
 
     #[test]
