@@ -110,7 +110,7 @@ impl Source for KafkaSource {
             Err(error) => return Err(format!("cannot create the Kafka consumer: {error}")),
         };
         self.health.ready(&part);
-        tracing::info!(bridge = %self.bridge, topics = ?self.topics, group = %self.group,
+        tracing::info!(bridge = %self.bridge, topics = %self.topics.join(","), group = %self.group,
             "Consuming Kafka topics");
         let errors = RateLimit::new(std::time::Duration::from_secs(10), 3);
         let mut backoff = Backoff::reconnect();
