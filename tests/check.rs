@@ -183,6 +183,36 @@ bridges:
 }
 
 #[test]
+fn a_credit_past_the_in_flight_bound_is_blamed_on_the_credit() {
+    let config = |extra: &str| {
+        format!(
+            "\
+connections:
+  t: {{ protocol: amqp10, url: 'amqp://h:5672', flavor: rabbitmq }}
+bridges:
+  - name: a
+    source: {{ connection: t, queue: q, credit: 70000 }}
+    sink: {{ connection: t, queue: out }}
+{extra}"
+        )
+    };
+    let path = write("credit.yaml", &config(""));
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "{}:5:48: bridges[0].source.credit: is also the bridge's max_in_flight, which is at \
+             most 65535: lower it, or set max_in_flight on the bridge",
+            path.display()
+        )
+    );
+    let path = write("credit-bounded.yaml", &config("    max_in_flight: 1000\n"));
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
 fn unset_environment_variables_are_named() {
     let path = write(
         "env.yaml",

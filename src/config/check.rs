@@ -135,7 +135,16 @@ impl Checker {
         };
         let max_in_flight = bridge.max_in_flight.unwrap_or(default_in_flight);
         if !(1..=65_535).contains(&max_in_flight) {
-            self.problem(format!("{path}.max_in_flight"), "must be between 1 and 65535");
+            if bridge.max_in_flight.is_some() {
+                self.problem(format!("{path}.max_in_flight"), "must be between 1 and 65535");
+            } else {
+                // Only an AMQP 1.0 credit can go past it; the bridge takes it as its default.
+                self.problem(
+                    format!("{path}.source.credit"),
+                    "is also the bridge's max_in_flight, which is at most 65535: lower it, or \
+                     set max_in_flight on the bridge",
+                );
+            }
         }
         Some(BridgeModel {
             name: bridge.name,
