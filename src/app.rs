@@ -90,7 +90,7 @@ pub async fn run(model: Model) -> anyhow::Result<()> {
     let limit = model.shutdown_timeout + crate::bridge::CLOSE_DEADLINE + STOP_MARGIN;
     let failed = stop_all(tasks, limit).await;
     let _ = telemetry.await;
-    tracing::info!(failed, "Stopped");
+    tracing::info!(bridges_failed = failed, "Stopped");
     Ok(())
 }
 

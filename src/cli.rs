@@ -341,18 +341,22 @@ where
     log_builder(writer).fmt_fields(crate::telemetry::text::TextFields)
 }
 
+/// The log filter when `PORTICO_LOG` is unset. What fails in a lapin call, portico reports
+/// in its own words (the broker's reply included); lapin's own lines would repeat it in
+/// another style, several times per reconnect, so they are off unless asked for.
+const DEFAULT_LOG: &str = "info,lapin=off,rdkafka=warn";
+
 fn init_logging(format: LogFormat) {
     use std::io::IsTerminal as _;
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
-    const DEFAULT: &str = "info,lapin=error,rdkafka=warn";
     let asked = std::env::var("PORTICO_LOG").ok();
     let parsed = asked.as_deref().map(log_targets);
     let targets = match &parsed {
         Some(Ok(targets)) => targets.clone(),
-        _ => DEFAULT.parse().unwrap_or_else(|_| Targets::new()),
+        _ => DEFAULT_LOG.parse().unwrap_or_else(|_| Targets::new()),
     };
     // Colours only for a person at a terminal: a file or a log shipper gets plain text.
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
@@ -370,7 +374,7 @@ fn init_logging(format: LogFormat) {
             .init(),
     }
     if let (Some(asked), Some(Err(error))) = (asked, parsed) {
-        tracing::warn!(value = %asked, %error, default = DEFAULT,
+        tracing::warn!(value = %asked, %error, default = DEFAULT_LOG,
             "Ignoring PORTICO_LOG: write it as LEVEL,TARGET=LEVEL,... (e.g. info,portico=debug)");
     }
 }
@@ -416,6 +420,14 @@ mod log_tests {
             + r#"topics="[\"a\", \"b\"]" queue="q\u001b[2J""#;
         assert!(text.trim_end().ends_with(&fields), "{text}");
         assert_eq!(text.lines().count(), 1, "{text}");
+    }
+
+    #[test]
+    fn by_default_only_portico_speaks_for_lapin() {
+        let targets = super::log_targets(super::DEFAULT_LOG).expect("the default parses");
+        assert!(!targets.would_enable("lapin::channels", &tracing::Level::ERROR));
+        assert!(targets.would_enable("portico::amqp091", &tracing::Level::INFO));
+        assert!(targets.would_enable("rdkafka::client", &tracing::Level::WARN));
     }
 
     #[test]
