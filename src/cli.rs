@@ -313,23 +313,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 pub(crate) fn log_builder<W>(
     writer: W,
 ) -> tracing_subscriber::fmt::SubscriberBuilder<
-    tracing_subscriber::fmt::format::DefaultFields,
-    tracing_subscriber::fmt::format::Format,
-    tracing::level_filters::LevelFilter,
-    W,
->
-where
-    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
-{
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
-        .with_writer(writer)
-}
-
-/// The text format's builder: `log_builder` with values quoted where they would split.
-pub(crate) fn text_log_builder<W>(
-    writer: W,
-) -> tracing_subscriber::fmt::SubscriberBuilder<
     crate::telemetry::text::TextFields,
     tracing_subscriber::fmt::format::Format,
     tracing::level_filters::LevelFilter,
@@ -338,7 +321,11 @@ pub(crate) fn text_log_builder<W>(
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    log_builder(writer).fmt_fields(crate::telemetry::text::TextFields)
+    // The text format's fields; `.json()` replaces them with its own.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
+        .with_writer(writer)
+        .fmt_fields(crate::telemetry::text::TextFields)
 }
 
 /// The log filter when `PORTICO_LOG` is unset. What fails in a lapin call, portico reports
@@ -363,7 +350,7 @@ fn init_logging(format: LogFormat) {
     let colour = std::io::stderr().is_terminal() && !no_color;
     match format {
         LogFormat::Text => {
-            text_log_builder(std::io::stderr).with_ansi(colour).finish().with(targets).init()
+            log_builder(std::io::stderr).with_ansi(colour).finish().with(targets).init()
         }
         LogFormat::Json => log_builder(std::io::stderr)
             .with_ansi(colour)
@@ -404,7 +391,7 @@ mod log_tests {
     fn text_values_that_would_split_are_quoted() {
         let captured = crate::telemetry::CapturedLog::default();
         let writer = captured.clone();
-        let subscriber = super::text_log_builder(move || writer.clone()).with_ansi(false).finish();
+        let subscriber = super::log_builder(move || writer.clone()).with_ansi(false).finish();
         tracing::subscriber::with_default(subscriber, || {
             let (part, bridge) = ("orders sink", "orders");
             let error = String::from("exchange \"x\" does not exist");
@@ -435,7 +422,7 @@ mod log_tests {
         let captured = crate::telemetry::CapturedLog::default();
         let writer = captured.clone();
         let targets: Targets = "info,portico=debug".parse().expect("targets");
-        let subscriber = super::text_log_builder(move || writer.clone()).finish().with(targets);
+        let subscriber = super::log_builder(move || writer.clone()).finish().with(targets);
         tracing::subscriber::with_default(subscriber, || {
             tracing::debug!(target: "portico::bridge", "Shown at debug");
             tracing::debug!(target: "lapin::channel", "Hidden at debug");

@@ -11,6 +11,9 @@ use super::rules::RuleFiles;
 use crate::pipeline::route::FilterMissing;
 use crate::pipeline::{RouteTemplate, Template};
 
+/// The most messages a bridge may hold unsettled (`max_in_flight`).
+pub(super) const MAX_IN_FLIGHT: usize = 65_535;
+
 pub(super) struct Checker {
     pub(super) positions: Positions,
     pub(super) problems: Vec<Problem>,
@@ -134,16 +137,17 @@ impl Checker {
             SourceModel::Amqp10 { credit, .. } => usize::try_from(*credit).unwrap_or(1024).max(1),
         };
         let max_in_flight = bridge.max_in_flight.unwrap_or(default_in_flight);
-        if !(1..=65_535).contains(&max_in_flight) {
+        if !(1..=MAX_IN_FLIGHT).contains(&max_in_flight) {
             if bridge.max_in_flight.is_some() {
-                self.problem(format!("{path}.max_in_flight"), "must be between 1 and 65535");
+                let message = format!("must be between 1 and {MAX_IN_FLIGHT}");
+                self.problem(format!("{path}.max_in_flight"), message);
             } else {
                 // Only an AMQP 1.0 credit can go past it; the bridge takes it as its default.
-                self.problem(
-                    format!("{path}.source.credit"),
-                    "is also the bridge's max_in_flight, which is at most 65535: lower it, or \
-                     set max_in_flight on the bridge",
+                let message = format!(
+                    "is also the bridge's max_in_flight, which is at most {MAX_IN_FLIGHT}: lower \
+                     it, or set max_in_flight on the bridge"
                 );
+                self.problem(format!("{path}.source.credit"), message);
             }
         }
         Some(BridgeModel {

@@ -126,7 +126,8 @@ fn name_ranges(message: &str, path: &str) -> String {
         return message.to_owned();
     };
     let rule = match path.rsplit('.').next().unwrap_or(path) {
-        "prefetch" | "max_in_flight" => format!("a whole number from 1 to {}", u16::MAX),
+        "prefetch" => format!("a whole number from 1 to {}", u16::MAX),
+        "max_in_flight" => format!("a whole number from 1 to {}", super::check::MAX_IN_FLIGHT),
         "credit" | "confirm_window" | "max_attempts" => {
             format!("a whole number from 1 to {}", u32::MAX)
         }
